@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BalancerConfig(AppConfig):
+    name = "balancer"
+    verbose_name = "Load balancer"

@@ -273,6 +273,10 @@ class Keys:
         return f"{self.prefix}:health"
 
     @property
+    def admin(self):  # hash server id -> AdminState set from the console at once (drain without an apply)
+        return f"{self.prefix}:admin"
+
+    @property
     def health_detail(self):  # hash server id -> JSON of the last check result
         return f"{self.prefix}:health:last"
 
@@ -288,6 +292,9 @@ class Keys:
     @property
     def worker_pattern(self):
         return f"{self.prefix}:worker:*"
+
+    def sessions(self, worker_id: str) -> str:  # hash session id -> JSON of a live connection
+        return f"{self.prefix}:sessions:{worker_id}"
 
     @property
     def channels_prefix(self):  # channels_redis prefix, so Django and workers share groups

@@ -56,3 +56,30 @@ def subprocess_env(**extra):
     env.update(VIEWLB_REDIS_PREFIX=PREFIX, REDIS_URL=REDIS_URL, PYTHONUNBUFFERED="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """SQLite test databases in a file, not in memory, so that subprocesses (Celery workers) can open them.
+
+    One file per test process (PREFIX is unique), removed by Django when the session ends.
+    Use `database_url_for_subprocesses()` to hand the test database to a subprocess.
+    """
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get("NAME"):
+        db.setdefault("TEST", {})["NAME"] = str(settings.VAR_DIR / f"test-{PREFIX}.sqlite3")
+
+
+def database_url_for_subprocesses():
+    """DATABASE_URL of the test database this process set up (call after django_db_setup)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

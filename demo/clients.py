@@ -161,7 +161,10 @@ def format_totals(t: dict) -> str:
     servers = " ".join(f"{name}={n}" for name, n in t["servers"].items()) or "none"
     return (f"visits {t['visits']}: ok {t['ok']}, failed {t['failed']}, interrupted {t['interrupted']}, persistence held {t['persistence_held']}/{t['visits']}\n"
             f"servers: {servers}\n"
-            f"users: {t['users_succeeded']}/{t['users']} succeeded ({t['users_visited']} made a visit)")
+            f"users: {t['users_succeeded']}/{t['users']} succeeded ({t['users_visited']} made a visit)\n"
+            + "\n".join(f"  {name}: {e['visits']} visits, {e['ok']} ok, persistence held {e['held']}, "
+                        f"servers {','.join(e['servers']) or '-'}"
+                        for name, e in t["per_user"].items() if e["visits"]))
 
 
 # --- command line ---------------------------------------------------------------

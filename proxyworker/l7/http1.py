@@ -1,0 +1,584 @@
+"""Strict HTTP/1.1 framing for the layer-7 proxy, sans-io.
+
+A `RequestParser` is fed the client's bytes and returns events; a
+`ResponseParser` does the same for one server connection. Neither touches a
+socket. The rule they enforce: a message is only handed on when its framing can
+be read in exactly one way, because the proxy and the server must agree on
+where every request ends (request smuggling lives in their disagreements).
+
+How a request head is read:
+1. this module finds the end of the head itself (the first CRLF CRLF, within
+   `Limits.max_head`) and refuses bare CR or LF, obs-fold, more than
+   `Limits.max_headers` fields and a request line that is not exactly
+   `METHOD SP target SP HTTP/1.x`;
+2. llhttp (through httptools) parses the head: it rejects invalid tokens and
+   characters, header names with spaces, non-numeric or duplicate
+   Content-Length, Content-Length together with Transfer-Encoding;
+3. the semantic rules llhttp leaves open are checked here: Transfer-Encoding
+   must be exactly `chunked` and only in HTTP/1.1, one Host, no CONNECT, no
+   body on an Upgrade request.
+Chunked bodies are decoded by `chunked.ChunkedDecoder` (which knows where the
+body ends) and fed to llhttp as a witness: if the two parsers disagree about
+the end of the message, it is refused.
+
+Flow control: after each complete request the parser holds further bytes until
+the worker calls `next_request()` (one request in flight per client
+connection, so responses come back in order and each request is routed on its
+own). An Upgrade (WebSocket) request holds until the worker reports the
+server's answer: `upgrade_accepted()` (101) switches to passthrough,
+`upgrade_refused()` resumes HTTP. A Horizon tunnel request (`/ice/tunnel`)
+switches to passthrough right after its head: from then on the bytes belong to
+the server alone and are forwarded untouched.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import httptools
+
+from .chunked import ChunkedDecoder, FramingError
+
+MAX_HEAD = 64 * 1024
+MAX_HEADERS = 100
+TUNNEL_PATHS = (b"/ice/tunnel",)
+ALLOWED_UPGRADES = (b"websocket",)  # others (h2c ...) are stripped, never switched
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([!-~]+) HTTP/1\.([01])")
+STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([\t -~\x80-\xff]*))?")
+DIGITS = re.compile(rb"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head: int = MAX_HEAD  # request or response head, bytes
+    max_headers: int = MAX_HEADERS
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.0" or b"1.1"
+    headers: list[tuple[bytes, bytes]]  # names as sent, values without surrounding whitespace
+    framing: str  # "none", "length" or "chunked"
+    content_length: int = 0
+    keep_alive: bool = True
+    upgrade: bytes = b""  # the Upgrade value when this is an accepted-kind Upgrade request
+    tunnel: bool = False  # a Horizon tunnel: passthrough after this head
+
+    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        return _get(self.headers, name, default)
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        return _get_all(self.headers, name)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+    framing: str  # "none", "length", "chunked", "close" (until the server closes) or "passthrough"
+    content_length: int = 0
+    keep_alive: bool = True
+
+    @property
+    def interim(self) -> bool:  # 100 Continue, 103 Early Hints: the final response follows
+        return 100 <= self.status < 200 and self.framing != "passthrough"
+
+    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        return _get(self.headers, name, default)
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        return _get_all(self.headers, name)
+
+
+@dataclass(slots=True)
+class Body:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Passthrough:
+    """Raw bytes after an upgrade or a tunnel start: forward them untouched."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class ProtocolError:
+    """The connection must be answered with `status` (if nothing was sent yet) and closed."""
+
+    status: int
+    reason: str
+
+
+def _get(headers, name, default):
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return default
+
+
+def _get_all(headers, name):
+    name = name.lower()
+    return [value for key, value in headers if key.lower() == name]
+
+
+def connection_tokens(headers) -> set[bytes]:
+    tokens = set()
+    for value in _get_all(headers, b"connection"):
+        tokens.update(t.strip().lower() for t in value.split(b","))
+    tokens.discard(b"")
+    return tokens
+
+
+# --- the head, common to both directions ------------------------------------------
+
+
+class _HeadCollector:
+    """httptools callbacks: collects what llhttp parsed, and whether it saw the message end."""
+
+    __slots__ = ("target", "reason", "headers", "complete", "begun")
+
+    def __init__(self):
+        self.target = b""
+        self.reason = b""
+        self.headers = []
+        self.complete = False
+        self.begun = 0
+
+    def on_message_begin(self):
+        self.begun += 1
+
+    def on_url(self, url):
+        self.target += url
+
+    def on_status(self, reason):
+        self.reason += reason
+
+    def on_header(self, name, value):
+        self.headers.append((name, value.strip(b" \t")))
+
+    def on_message_complete(self):
+        self.complete = True
+
+
+class _Framer:
+    """The part both parsers share: the buffer, the head splitter, and the body states."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.buf = bytearray()
+        self._scan = 0
+        self.state = "head"
+        self.remaining = 0  # bytes of a Content-Length body still to come
+        self.decoder: ChunkedDecoder | None = None
+        self.witness = None  # the llhttp parser of the current message
+        self.collector: _HeadCollector | None = None
+
+    def _split_head(self) -> bytes | None:
+        """The next complete head (with its final CRLF CRLF), or None if it has not fully arrived."""
+        idx = self.buf.find(b"\r\n\r\n", max(0, self._scan - 3))
+        if idx < 0:
+            if len(self.buf) > self.limits.max_head:
+                raise FramingError(f"head larger than {self.limits.max_head} bytes")
+            self._check_line_ends(max(0, self._scan - 1), len(self.buf))
+            self._scan = len(self.buf)
+            return None
+        end = idx + 4
+        if end > self.limits.max_head:
+            raise FramingError(f"head larger than {self.limits.max_head} bytes")
+        head = bytes(self.buf[:end])
+        del self.buf[:end]
+        self._scan = 0
+        return head
+
+    def _check_line_ends(self, start: int, end: int):
+        """Refuses a bare LF or CR early, so a head that will never end in CRLF CRLF does not linger."""
+        buf = self.buf
+        i = buf.find(b"\n", start, end)
+        while i >= 0:
+            if i == 0 or buf[i - 1] != 13:
+                raise FramingError("bare LF in the head")
+            i = buf.find(b"\n", i + 1, end)
+        i = buf.find(b"\r", start, end)
+        while i >= 0:
+            if i + 1 < end and buf[i + 1] != 10:
+                raise FramingError("bare CR in the head")
+            i = buf.find(b"\r", i + 1, end)
+
+    def _check_lines(self, head: bytes) -> bytes:
+        """Raw checks llhttp is lenient about or does not know; returns the start line."""
+        crlf = head.count(b"\r\n")
+        if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+            raise FramingError("bare CR or LF in the head")
+        lines = head[:-4].split(b"\r\n")
+        if len(lines) - 1 > self.limits.max_headers:
+            raise FramingError(f"more than {self.limits.max_headers} header fields")
+        for line in lines[1:]:
+            if line[:1] in (b" ", b"\t"):
+                raise FramingError("obsolete line folding in a header field")
+        return lines[0]
+
+    def _llhttp(self, parser_class, head: bytes):
+        collector = _HeadCollector()
+        parser = parser_class(collector)
+        try:
+            parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            pass  # llhttp stops at an Upgrade/CONNECT head; our own rules decide what follows
+        except httptools.HttpParserError as exc:
+            raise FramingError(str(exc) or type(exc).__name__) from None
+        self.witness, self.collector = parser, collector
+        headers, collector.headers = collector.headers, []  # the witness may go on to see trailers
+        return headers
+
+    def _body_framing(self, headers, version: bytes):
+        """("none"|"length"|"chunked", length) from already-parsed headers; raises on ambiguity."""
+        lengths = _get_all(headers, b"content-length")
+        codings = _get_all(headers, b"transfer-encoding")
+        if len(lengths) > 1:
+            raise FramingError("more than one Content-Length")
+        if len(codings) > 1:
+            raise FramingError("more than one Transfer-Encoding")
+        if lengths and codings:
+            raise FramingError("Content-Length together with Transfer-Encoding")
+        if codings:
+            if codings[0].lower() != b"chunked":
+                raise FramingError(f"Transfer-Encoding {codings[0][:40]!r} is not exactly 'chunked'")
+            if version != b"1.1":
+                raise FramingError("Transfer-Encoding in an HTTP/1.0 message")
+            return "chunked", 0
+        if lengths:
+            if not DIGITS.fullmatch(lengths[0]):
+                raise FramingError(f"Content-Length {lengths[0][:40]!r} is not a number")
+            return "length", int(lengths[0])
+        return "none", 0
+
+    def _start_body(self, framing: str, length: int):
+        if framing == "chunked":
+            self.decoder = ChunkedDecoder(self.limits.max_head, self.limits.max_headers)
+            self.state = "chunked"
+        elif framing == "length" and length:
+            self.remaining = length
+            self.state = "length"
+        else:
+            self.state = "end"
+
+    def _body(self, events) -> bool:
+        """Moves body bytes from the buffer to events; True once the message has ended."""
+        if self.state == "length":
+            if not self.buf:
+                return False
+            take = min(self.remaining, len(self.buf))
+            events.append(Body(bytes(self.buf[:take])))
+            del self.buf[:take]
+            self.remaining -= take
+            return not self.remaining
+        if self.state == "close":
+            if self.buf:
+                events.append(Body(bytes(self.buf)))
+                self.buf.clear()
+            return False
+        if self.state == "chunked":
+            return self._chunked(events)
+        return True  # "end": a message without a body
+
+    def _chunked(self, events) -> bool:
+        pieces, pos = self.decoder.decode(self.buf)
+        if pos:
+            raw = bytes(self.buf[:pos])
+            del self.buf[:pos]
+            self._witness(raw)
+        events.extend(Body(p) for p in pieces if p)
+        if self.decoder.done:
+            if not self.collector.complete:
+                raise FramingError("chunked body: the parsers disagree where the message ends")
+            events.append(EndOfMessage(self.decoder.trailers))
+            self.decoder = None
+            self.state = "end-emitted"
+            return True
+        return False
+
+    def _witness(self, raw: bytes):
+        try:
+            self.witness.feed_data(raw)
+        except httptools.HttpParserError as exc:
+            raise FramingError(f"chunked body: {exc}") from None
+        if self.collector.complete and not self.decoder.done:
+            raise FramingError("chunked body: the parsers disagree where the message ends")
+
+
+# --- requests ---------------------------------------------------------------------
+
+
+class RequestParser(_Framer):
+    """The client side of one connection. `feed(bytes)` -> list of events.
+
+    States: head -> body ("length"/"chunked") -> waiting (until `next_request`)
+    -> head ...; "upgrade" (until `upgrade_accepted`/`upgrade_refused`);
+    "passthrough"; "error" (after a ProtocolError: nothing more is parsed).
+    """
+
+    def __init__(self, limits: Limits = Limits(), tunnel_paths=TUNNEL_PATHS):
+        super().__init__(limits)
+        self.tunnel_paths = tuple(tunnel_paths)
+        self.head: RequestHead | None = None
+
+    # -- what the worker asks --
+    @property
+    def in_head(self) -> bool:
+        """True while part of a request head has arrived but not all of it (for the slowloris timer)."""
+        return self.state == "head" and bool(self.buf)
+
+    @property
+    def paused(self) -> bool:
+        """True when the parser holds bytes for later: stop reading the client (back-pressure)."""
+        return self.state in ("waiting", "upgrade")
+
+    @property
+    def buffered(self) -> int:
+        return len(self.buf)
+
+    def feed(self, data: bytes) -> list:
+        if self.state == "passthrough":
+            return [Passthrough(bytes(data))] if data else []
+        if self.state == "error":
+            return []
+        self.buf += data
+        return self._advance()
+
+    def next_request(self) -> list:
+        """The response to the current request is complete: parse the next one."""
+        if self.state != "waiting":
+            return []
+        self.state = "head"
+        self.head = None
+        return self._advance()
+
+    def upgrade_accepted(self) -> list:
+        """The server answered 101: everything from now on passes through untouched."""
+        if self.state != "upgrade":
+            return []
+        return self._passthrough()
+
+    def upgrade_refused(self) -> list:
+        """The server did not switch protocols: the connection goes on as HTTP."""
+        if self.state != "upgrade":
+            return []
+        self.state = "waiting"
+        return self.next_request()
+
+    # -- internals --
+    def _passthrough(self) -> list:
+        self.state = "passthrough"
+        data, self.buf = bytes(self.buf), bytearray()
+        return [Passthrough(data)] if data else []
+
+    def _advance(self) -> list:
+        events = []
+        try:
+            if self.state == "head":
+                head = self._read_head()
+                if head is None:
+                    return events
+                events.append(head)
+                if head.tunnel:
+                    events.extend(self._passthrough())
+                    return events
+            if self.state in ("length", "chunked", "end") and self._body(events):
+                if self.state != "end-emitted":
+                    events.append(EndOfMessage())
+                self.state = "upgrade" if self.head.upgrade else "waiting"
+        except FramingError as exc:
+            self.state = "error"
+            self.buf.clear()
+            events.append(ProtocolError(405 if isinstance(exc, MethodNotAllowed) else 400, str(exc)))
+        return events
+
+    def _read_head(self) -> RequestHead | None:
+        # RFC 9112 2.2: ignore empty lines before a request line (some clients send CRLF after a body)
+        while self.buf[:2] == b"\r\n":
+            del self.buf[:2]
+            self._scan = 0
+        raw = self._split_head()
+        if raw is None:
+            return None
+        line = self._check_lines(raw)
+        match = REQUEST_LINE.fullmatch(line)
+        if not match:
+            raise FramingError(f"malformed request line {line[:60]!r}")
+        method, target, minor = match.groups()
+        headers = self._llhttp(httptools.HttpRequestParser, raw)
+        if self.collector.target != target:
+            raise FramingError("the request target reads two ways")
+        head = self._request_head(method, target, b"1." + minor, headers)
+        self.head = head
+        self._start_body(head.framing, head.content_length)
+        return head
+
+    def _request_head(self, method, target, version, headers) -> RequestHead:
+        if method == b"CONNECT":
+            raise MethodNotAllowed("CONNECT is not served by a reverse proxy")
+        _check_names(headers)
+        hosts = _get_all(headers, b"host")
+        if len(hosts) > 1:
+            raise FramingError("more than one Host")
+        if version == b"1.1" and not hosts:
+            raise FramingError("no Host in an HTTP/1.1 request")
+        framing, length = self._body_framing(headers, version)
+        tokens = connection_tokens(headers)
+        keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
+        upgrade = _get(headers, b"upgrade", b"")
+        if upgrade and not (b"upgrade" in tokens and _first_token(upgrade) in ALLOWED_UPGRADES):
+            upgrade = b""
+        if upgrade and (framing == "chunked" or length):
+            raise FramingError("an Upgrade request cannot carry a body")
+        tunnel = target.split(b"?", 1)[0].startswith(self.tunnel_paths)
+        return RequestHead(method, target, version, headers, framing, length, keep_alive, upgrade, tunnel)
+
+
+class MethodNotAllowed(FramingError):
+    pass
+
+
+def _check_names(headers):
+    """Names that servers behind CGI-style gateways read as framing (`Transfer_Encoding` ->
+    TRANSFER_ENCODING): refused, as nginx and Apache drop them for the same reason."""
+    for name, _value in headers:
+        if b"_" in name and name.lower().replace(b"_", b"-") in FRAMING_NAMES:
+            raise FramingError(f"header name {name.decode('latin-1')!r} imitates a framing field")
+
+
+FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade"})
+
+
+def _first_token(value: bytes) -> bytes:
+    return value.split(b",", 1)[0].split(b"/", 1)[0].strip().lower()
+
+
+# --- responses --------------------------------------------------------------------
+
+
+class ResponseParser(_Framer):
+    """The server side of one connection, one request at a time.
+
+    Call `expect(method, upgrade, tunnel)` when a request has been sent, then
+    `feed(bytes)`; `feed_eof()` when the server closes. Interim responses
+    (1xx other than 101) come as a ResponseHead with `interim` true and no
+    EndOfMessage; the final response follows.
+    """
+
+    def __init__(self, limits: Limits = Limits()):
+        super().__init__(limits)
+        self.state = "idle"
+        self.method = b"GET"
+        self.upgrade = False
+        self.tunnel = False
+
+    def expect(self, method: bytes, upgrade: bool = False, tunnel: bool = False):
+        self.method, self.upgrade, self.tunnel = method, upgrade, tunnel
+        if self.state == "idle":
+            self.state = "head"
+
+    @property
+    def idle(self) -> bool:
+        return self.state == "idle"
+
+    def feed(self, data: bytes) -> list:
+        if self.state == "passthrough":
+            return [Passthrough(bytes(data))] if data else []
+        if self.state == "error":
+            return []
+        self.buf += data
+        return self._advance()
+
+    def feed_eof(self) -> list:
+        """The server closed its side."""
+        if self.state == "close":
+            self.state = "idle"
+            return [EndOfMessage()]
+        if self.state in ("idle", "error", "passthrough"):
+            return []
+        self.state = "error"
+        return [ProtocolError(502, "the server closed the connection in the middle of a response")]
+
+    def _advance(self) -> list:
+        events = []
+        try:
+            while True:
+                if self.state == "idle":
+                    if self.buf:
+                        raise FramingError("the server sent data without a request")
+                    break
+                if self.state == "head":
+                    head = self._read_head()
+                    if head is None:
+                        break
+                    events.append(head)
+                    if head.framing == "passthrough":
+                        self.state = "passthrough"
+                        data, self.buf = bytes(self.buf), bytearray()
+                        if data:
+                            events.append(Passthrough(data))
+                        break
+                    if head.interim:
+                        self.state = "head"
+                        continue
+                if not self._body(events):
+                    break
+                if self.state != "end-emitted":
+                    events.append(EndOfMessage())
+                self.state = "idle"
+        except FramingError as exc:
+            self.state = "error"
+            self.buf.clear()
+            events.append(ProtocolError(502, f"bad response from the server: {exc}"))
+        return events
+
+    def _read_head(self) -> ResponseHead | None:
+        raw = self._split_head()
+        if raw is None:
+            return None
+        line = self._check_lines(raw)
+        match = STATUS_LINE.fullmatch(line)
+        if not match:
+            raise FramingError(f"malformed status line {line[:60]!r}")
+        minor, status, reason = match.groups()
+        status = int(status)
+        headers = self._llhttp(httptools.HttpResponseParser, raw)
+        head = self._response_head(status, reason or b"", b"1." + minor, headers)
+        if head.framing == "close":
+            self.state = "close"
+        elif head.framing != "passthrough":
+            self._start_body(head.framing, head.content_length)
+        return head
+
+    def _response_head(self, status, reason, version, headers) -> ResponseHead:
+        tokens = connection_tokens(headers)
+        keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
+        if status == 101:
+            if not self.upgrade:
+                raise FramingError("101 Switching Protocols without an Upgrade request")
+            return ResponseHead(status, reason, version, headers, "passthrough", 0, False)
+        if self.tunnel and status >= 200:
+            return ResponseHead(status, reason, version, headers, "passthrough", 0, False)
+        framing, length = self._body_framing(headers, version)
+        if status < 200 or status in (204, 304) or self.method == b"HEAD":
+            framing, length = "none", 0
+        elif framing == "none":
+            framing, keep_alive = "close", False  # RFC 9112 6.3: the body ends when the server closes
+        return ResponseHead(status, reason, version, headers, framing, length, keep_alive)

@@ -1,0 +1,120 @@
+"""Writing messages back out, with framing the next hop can read only one way.
+
+The proxy never forwards the head it received: it writes a new one from the
+parsed event. Hop-by-hop fields (Connection and what it names, Keep-Alive,
+TE, Trailer, Upgrade, Proxy-Connection) are dropped, and the body framing is
+written from what the parser decided: exactly one `Content-Length: n`, or
+`Transfer-Encoding: chunked` with chunks re-encoded by us, or nothing.
+Requests gain `X-Forwarded-For` (appended to the client's chain) and
+`X-Forwarded-Proto`; Host and everything else end-to-end is kept as sent.
+"""
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from .cookies import strip_cookie
+from .http1 import RequestHead, ResponseHead, connection_tokens
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+    b"transfer-encoding", b"content-length",  # framing: rewritten from the parsed message
+})
+REPLACED = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+NEVER_LISTED = frozenset({b"host"})  # `Connection: host` must not make the proxy drop Host
+
+
+def _dropped(headers) -> frozenset:
+    return HOP_BY_HOP | (connection_tokens(headers) - NEVER_LISTED)
+
+
+def forwarded_for(headers, client_ip: str) -> bytes:
+    """The client's X-Forwarded-For chain (all its fields, in order) with `client_ip` appended."""
+    chain = [v for k, v in headers if k.lower() == b"x-forwarded-for" and v]
+    chain.append(client_ip.encode("ascii"))
+    return b", ".join(chain)
+
+
+def request_head_bytes(head: RequestHead, client_ip: str, *, proto: bytes = b"https",
+                       backend_keep_alive: bool = True, drop_cookie: bytes | None = None,
+                       extra=()) -> bytes:
+    """The request head to send to the server. `drop_cookie`: the insert cookie, which servers never see."""
+    headers = strip_cookie(head.headers, drop_cookie) if drop_cookie else head.headers
+    dropped = _dropped(headers) | REPLACED
+    out = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
+    out.extend(name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in dropped)
+    if head.framing == "chunked":
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    elif head.framing == "length":
+        out.append(b"Content-Length: %d\r\n" % head.content_length)
+    if head.upgrade:
+        out.append(b"Connection: Upgrade\r\nUpgrade: " + head.upgrade + b"\r\n")
+    elif head.version == b"1.1" and not backend_keep_alive:
+        out.append(b"Connection: close\r\n")
+    elif head.version == b"1.0" and backend_keep_alive:
+        out.append(b"Connection: keep-alive\r\n")
+    out.append(b"X-Forwarded-For: " + forwarded_for(head.headers, client_ip) + b"\r\n")
+    out.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
+    out.extend(name + b": " + value + b"\r\n" for name, value in extra)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def response_framing(head: ResponseHead, client_version: bytes) -> str:
+    """How the response body goes to the client: an HTTP/1.0 client cannot read chunks."""
+    if head.framing == "chunked" and client_version != b"1.1":
+        return "close"
+    return head.framing
+
+
+def client_keep_alive(request: RequestHead, framing_out: str) -> bool:
+    """Whether the client connection stays open after this response."""
+    return request.keep_alive and framing_out not in ("close", "passthrough")
+
+
+def response_head_bytes(head: ResponseHead, framing_out: str, *, keep_alive: bool,
+                        client_version: bytes = b"1.1", extra=()) -> bytes:
+    """The response head for the client. A passthrough head (101, tunnel) goes out as the server sent it."""
+    out = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+    if framing_out == "passthrough":
+        out.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
+    else:
+        dropped = _dropped(head.headers)
+        out.extend(name + b": " + value + b"\r\n" for name, value in head.headers if name.lower() not in dropped)
+        if framing_out == "chunked":
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        elif framing_out == "length":
+            out.append(b"Content-Length: %d\r\n" % head.content_length)
+        elif framing_out == "none" and head.get(b"content-length") is not None:
+            # HEAD and 304 describe the size of the body they do not carry
+            out.append(b"Content-Length: " + head.get(b"content-length") + b"\r\n")
+        if not head.interim:
+            if not keep_alive:
+                out.append(b"Connection: close\r\n")
+            elif client_version == b"1.0":
+                out.append(b"Connection: keep-alive\r\n")
+    out.extend(name + b": " + value + b"\r\n" for name, value in extra)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def body_bytes(framing: str, data: bytes) -> bytes:
+    if framing == "chunked":
+        return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+    return data
+
+
+def end_bytes(framing: str, trailers=()) -> bytes:
+    if framing != "chunked":
+        return b""
+    return b"0\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in trailers) + b"\r\n"
+
+
+def error_response(status: int, message: str = "") -> bytes:
+    """A complete response that ends the connection (400 for bad framing, 408 for a slow head ...)."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    body = f"{status} {reason}{': ' + message if message else ''}\n".encode("utf-8", "replace")
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\nCache-Control: no-store\r\n\r\n%s") % (status, reason.encode(), len(body), body)

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -125,6 +126,17 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves static files from daphne (appliances have no separate web
+# server); in development it reads them straight from static/.
+WHITENOISE_USE_FINDERS = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 
 # Where the worker-independent pieces keep files (SQLite, generated keys).
 VAR_DIR = BASE_DIR / "var"
@@ -150,4 +162,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+}
+
+# Health checks: one beat entry fans out the checks that are due (monitoring/schedule.py).
+VIEWLB_HEALTH_TICK = float(env("VIEWLB_HEALTH_TICK", "0.5"))
+CELERY_BEAT_SCHEDULE = {
+    "health-dispatch": {
+        "task": "monitoring.tasks.dispatch_due_checks",
+        "schedule": VIEWLB_HEALTH_TICK,
+        "options": {"expires": 2 * VIEWLB_HEALTH_TICK},
+    },
 }

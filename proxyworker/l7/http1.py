@@ -26,9 +26,11 @@ the worker calls `next_request()` (one request in flight per client
 connection, so responses come back in order and each request is routed on its
 own). An Upgrade (WebSocket) request holds until the worker reports the
 server's answer: `upgrade_accepted()` (101) switches to passthrough,
-`upgrade_refused()` resumes HTTP. A Horizon tunnel request (`/ice/tunnel`)
-switches to passthrough right after its head: from then on the bytes belong to
-the server alone and are forwarded untouched.
+`upgrade_refused()` resumes HTTP. A Horizon tunnel request (`/ice/tunnel`,
+whatever it upgrades to, e.g. `Upgrade: ice-tunnel`, or a plain POST that the
+server turns into a stream) switches to passthrough right after its head: from
+then on the bytes belong to the server alone and are forwarded untouched, and
+the response parser passes the server's bytes through after the response head.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from .chunked import ChunkedDecoder, FramingError
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 100
 TUNNEL_PATHS = (b"/ice/tunnel",)
-ALLOWED_UPGRADES = (b"websocket",)  # others (h2c ...) are stripped, never switched
+ALLOWED_UPGRADES = (b"websocket",)  # others (h2c ...) are stripped, except on the tunnel path
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([!-~]+) HTTP/1\.([01])")
@@ -442,12 +444,13 @@ class RequestParser(_Framer):
         framing, length = self._body_framing(headers, version)
         tokens = connection_tokens(headers)
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
-        upgrade = _get(headers, b"upgrade", b"")
-        if upgrade and not (b"upgrade" in tokens and _first_token(upgrade) in ALLOWED_UPGRADES):
-            upgrade = b""
-        if upgrade and (framing == "chunked" or length):
-            raise FramingError("an Upgrade request cannot carry a body")
         tunnel = target.split(b"?", 1)[0].startswith(self.tunnel_paths)
+        upgrade = _get(headers, b"upgrade", b"")
+        if upgrade and not (b"upgrade" in tokens and (tunnel or _first_token(upgrade) in ALLOWED_UPGRADES)):
+            upgrade = b""
+        if upgrade and not tunnel and (framing == "chunked" or length):
+            # the body would be parsed by the server but skipped by llhttp: the two would disagree
+            raise FramingError("an Upgrade request cannot carry a body")
         return RequestHead(method, target, version, headers, framing, length, keep_alive, upgrade, tunnel)
 
 
@@ -571,7 +574,7 @@ class ResponseParser(_Framer):
         tokens = connection_tokens(headers)
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
         if status == 101:
-            if not self.upgrade:
+            if not (self.upgrade or self.tunnel):
                 raise FramingError("101 Switching Protocols without an Upgrade request")
             return ResponseHead(status, reason, version, headers, "passthrough", 0, False)
         if self.tunnel and status >= 200:

@@ -210,3 +210,12 @@ def test_a_large_chunked_body_in_many_chunks_is_decoded_exactly():
 def test_header_values_lose_surrounding_whitespace_only():
     [(head, _, _)] = requests_of(b"GET / HTTP/1.1\r\nHost:   a  \r\nX-A:\tb  c\t\r\n\r\n")
     assert head.headers == [(b"Host", b"a"), (b"X-A", b"b  c")]
+
+
+def test_a_tunnel_request_keeps_its_own_upgrade_token_and_may_carry_a_body():
+    # the demo simulator (and UAG-style tunnels) upgrade /ice/tunnel to a protocol of their own
+    parser = RequestParser()
+    events = parser.feed(b"POST /ice/tunnel HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: ice-tunnel\r\n"
+                         b"Content-Length: 4\r\n\r\nDATA")
+    assert events[0].tunnel and events[0].upgrade == b"ice-tunnel"
+    assert events[1] == Passthrough(b"DATA")

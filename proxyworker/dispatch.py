@@ -1,0 +1,143 @@
+"""Choosing the real server for a client: persistence first, then the scheduler.
+
+No sockets here. `Service` is a virtual service as applied by this worker (its
+snapshot entry, pool and scheduler); `Dispatcher.choose` gives one client a
+server, honouring server states, port following and redispatch (servers the
+caller already tried are excluded).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import Pool, RealServer, VirtualService
+from .persistence import PersistenceTable, SharedPersistence, client_key
+from .scheduler import candidates
+from .state import ServerStates
+
+log = logging.getLogger("proxyworker.dispatch")
+
+
+@dataclass
+class Counters:
+    """Per virtual service, kept across config versions (dashboards see totals since start)."""
+
+    active: int = 0
+    total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    refused: int = 0
+
+    def as_dict(self) -> dict:
+        return {"active": self.active, "total": self.total, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "refused": self.refused}
+
+
+@dataclass
+class ServerCounters:
+    active: int = 0
+    total: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"active": self.active, "total": self.total, "failed": self.failed}
+
+
+@dataclass
+class Service:
+    vs: VirtualService
+    pool: Pool
+    scheduler: object
+    counters: Counters
+    by_host: dict[str, list[RealServer]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for server in self.pool.servers:
+            self.by_host.setdefault(server.address, []).append(server)
+        method = self.vs.persistence.method
+        # Layer 4 knows only the source address; cookie methods fall back to it until l7 learns a cookie.
+        self.sticky = method in ("source_ip", "cookie_source_ip")
+
+    @property
+    def name(self):
+        return self.vs.name
+
+    def key_for(self, ip: str) -> str:
+        policy = self.vs.persistence
+        return client_key(ip, policy.ipv4_mask, policy.ipv6_mask)
+
+
+@dataclass(frozen=True)
+class Choice:
+    server: RealServer
+    client_key: str  # "" when the service has no persistence
+
+
+class Dispatcher:
+    def __init__(self, states: ServerStates, table: PersistenceTable, shared: SharedPersistence,
+                 active: dict[str, int], clock: Callable[[], float]):
+        self.states, self.table, self.shared = states, table, shared
+        self.active = active  # server id -> active connections in this worker (least_connections)
+        self.clock = clock
+
+    def pick_new(self, service: Service, exclude=frozenset()) -> RealServer | None:
+        now = self.clock()
+        states = self.states
+
+        def usable(server):
+            return server.id not in exclude and states.accepts_new(server, now)
+
+        return service.scheduler.pick(candidates(service.pool.servers, usable), self.active)
+
+    def stuck_server(self, service: Service, host: str, exclude) -> RealServer | None:
+        for server in service.by_host.get(host, ()):
+            if server.id not in exclude and self.states.accepts_stuck(server):
+                return server
+        return None
+
+    async def choose(self, service: Service, ip: str, exclude=frozenset()) -> Choice | None:
+        if not service.sticky:
+            server = self.pick_new(service, exclude)
+            return Choice(server, "") if server else None
+        return await self.choose_sticky(service, service.key_for(ip), exclude)
+
+    async def choose_sticky(self, service: Service, key: str, exclude=frozenset()) -> Choice | None:
+        """Source-IP keys here; the layer-7 code passes its cookie keys the same way."""
+        group, ttl = service.vs.group, service.vs.persistence.timeout
+        host, trusted = self.table.lookup(group, key, self.clock())
+        if not trusted:
+            proposal = host or getattr(self.pick_new(service, exclude), "address", None)
+            host = await self.shared.claim(group, key, proposal, ttl)
+            if host is None:
+                return None
+        server = self.stuck_server(service, host, exclude)
+        if server is not None:
+            return Choice(server, key)
+        if host not in service.by_host:
+            # The group's server is not in this service's pool: balance this one
+            # connection, but leave the entry alone for the services that have it.
+            server = self.pick_new(service, exclude)
+            return Choice(server, key) if server else None
+        return await self._repoint(service, key, host, exclude)
+
+    async def _repoint(self, service: Service, key: str, host: str, exclude) -> Choice | None:
+        """The stuck host is down, disabled or failed for this client: move the client for every worker."""
+        group, ttl = service.vs.group, service.vs.persistence.timeout
+        avoid = set(exclude)
+        for _ in range(3):
+            avoid.update(s.id for s in service.by_host.get(host, ()))
+            server = self.pick_new(service, avoid)
+            if server is None:
+                return None
+            winner = await self.shared.repoint(group, key, host, server.address, ttl)
+            chosen = self.stuck_server(service, winner, exclude)
+            if chosen is not None:
+                if winner != host:
+                    log.info("persistence %s/%s moved from %s to %s", group, key, host, winner)
+                return Choice(chosen, key)
+            host = winner
+        return None
+
+    def connect_failed(self, server: RealServer) -> None:
+        self.states.connect_failed(server.id, self.clock())

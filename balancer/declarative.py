@@ -1,0 +1,400 @@
+"""The configuration as a YAML document: export, strict parsing with line numbers, loading.
+
+The document lists persistence policies, health checks, pools (with their
+servers) and virtual services, referring to each other by name. Parsing walks
+PyYAML's node tree rather than plain Python values so that every error can
+say `line N: path: reason`. Loading replaces the whole configuration: objects
+are matched by name, so unchanged objects keep their ids and produce no audit
+entries, and a round trip export -> apply changes nothing.
+
+The caller wraps `load_document` in a transaction; any error leaves the
+database as it was.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from proxyworker import config
+
+from .audit import field_changes, record
+from .models import HealthCheck, PersistencePolicy, Pool, RealServer, VirtualService
+
+# Field kinds of the document. REF names another object (or is null); CODES is a list of HTTP statuses.
+STR, INT, FLOAT, BOOL, CODES, REF, SERVERS = "string", "integer", "number", "true or false", "codes", "ref", "servers"
+
+
+@dataclass(frozen=True)
+class Section:
+    model: type
+    fields: dict  # name -> kind
+    required: tuple = ("name",)
+    refs: dict = field(default_factory=dict)  # field -> section it names
+
+
+SERVER = Section(
+    RealServer,
+    {"name": STR, "address": STR, "port": INT, "weight": INT, "backup": BOOL, "admin_state": STR},
+    required=("name", "address", "port"),
+)
+SECTIONS = {
+    "persistence_policies": Section(
+        PersistencePolicy,
+        {"name": STR, "method": STR, "timeout": INT, "ipv4_mask": INT, "ipv6_mask": INT, "cookie_name": STR},
+    ),
+    "health_checks": Section(
+        HealthCheck,
+        {
+            "name": STR, "type": STR, "method": STR, "path": STR, "host": STR, "sni": STR, "expect_up": CODES,
+            "expect_drain": CODES, "verify_certificate": BOOL, "interval": FLOAT, "timeout": FLOAT,
+            "rise": INT, "fall": INT,
+        },
+    ),
+    "pools": Section(
+        Pool, {"name": STR, "health_check": REF, "servers": SERVERS}, refs={"health_check": "health_checks"}
+    ),
+    "virtual_services": Section(
+        VirtualService,
+        {
+            "name": STR, "address": STR, "port": INT, "protocol": STR, "mode": STR, "pool": REF, "scheduler": STR,
+            "persistence": REF, "persistence_group": STR, "connect_timeout": FLOAT, "idle_timeout": FLOAT,
+            "max_connections": INT, "enabled": BOOL,
+        },
+        required=("name", "address", "port", "pool"),
+        refs={"pool": "pools", "persistence": "persistence_policies"},
+    ),
+}
+TOP_LEVEL = ("schema", *SECTIONS)
+SINGULAR = {"persistence_policies": "persistence policy", "health_checks": "health check", "pools": "pool"}
+
+
+class DeclarativeError(ValueError):
+    """Bad input; str() is 'line N: path: reason'."""
+
+    def __init__(self, line: int | None, path: str, reason: str):
+        prefix = (f"line {line}: " if line else "") + (f"{path}: " if path else "")
+        super().__init__(prefix + reason)
+        self.line, self.path, self.reason = line, path, reason
+
+
+@dataclass
+class Item:
+    """One object of the document: its values, and the line of each value."""
+
+    path: str
+    line: int | None
+    values: dict = field(default_factory=dict)
+    lines: dict = field(default_factory=dict)
+    servers: list[Item] = field(default_factory=list)
+
+    @property
+    def name(self):
+        return self.values["name"]
+
+    def error(self, field_name: str | None, reason: str) -> DeclarativeError:
+        path = f"{self.path}.{field_name}" if field_name else self.path
+        return DeclarativeError(self.lines.get(field_name, self.line), path, reason)
+
+
+@dataclass
+class Document:
+    sections: dict  # section name -> list[Item]
+    show_lines: bool = True
+
+    @classmethod
+    def from_data(cls, data: dict) -> Document:
+        """A stored document (a version's), read through the same strict parser."""
+        document = parse_yaml(dump_yaml(data))
+        document.show_lines = False
+        return document
+
+    def find(self, section: str, name: str) -> Item | None:
+        if section == "servers":
+            pool_name, server_name = name.split("/", 1)
+            pool = self.find("pools", pool_name)
+            return next((s for s in pool.servers if s.name == server_name), None) if pool else None
+        return next((item for item in self.sections.get(section, []) if item.name == name), None)
+
+    def error(self, section, name, field_name, reason) -> DeclarativeError:
+        """The error for a problem found by name, e.g. by the snapshot validation."""
+        item = self.find(section, name) if section else None
+        if item is None:
+            return DeclarativeError(None, field_name or "", reason)
+        return self.error_for(item, field_name, reason)
+
+    def error_for(self, item: Item, field_name: str | None, reason: str) -> DeclarativeError:
+        error = item.error(None if field_name == "__all__" else field_name, reason)
+        # A stored document (rollback) was never a file anyone saw: its line numbers mean nothing.
+        return error if self.show_lines else DeclarativeError(None, error.path, reason)
+
+
+# --- export ------------------------------------------------------------------
+
+
+def export_document() -> dict:
+    """The configuration as plain data: objects by name, sorted, every field present."""
+    def named(obj, values):
+        return {"name": obj.name, **values}
+
+    return {
+        "schema": config.SCHEMA,
+        "persistence_policies": [named(p, p.to_schema()) for p in PersistencePolicy.objects.order_by("name")],
+        "health_checks": [named(h, h.to_schema()) for h in HealthCheck.objects.order_by("name")],
+        "pools": [
+            {
+                "name": pool.name,
+                "health_check": pool.health_check.name if pool.health_check else None,
+                "servers": [_server_values(s) for s in pool.servers.order_by("name")],
+            }
+            for pool in Pool.objects.select_related("health_check").prefetch_related("servers").order_by("name")
+        ],
+        "virtual_services": [_service_values(vs) for vs in VirtualService.objects.select_related("pool", "persistence")],
+    }
+
+
+def _server_values(server):
+    return {key: value for key, value in server.to_schema().items() if key != "id"}
+
+
+def _service_values(vs):
+    values = vs.to_schema()
+    del values["tls"]  # certificates are not part of this document yet
+    values["persistence"] = vs.persistence.name if vs.persistence else None
+    return values
+
+
+class _Dumper(yaml.SafeDumper):
+    """Indented block lists, short lists of scalars on one line ([200, 204])."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+def _represent_list(dumper, data):
+    flow = all(not isinstance(item, dict | list) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+HEADER = (
+    "# viewlb configuration. Apply with: python manage.py viewlb apply -f FILE\n"
+    "# Objects refer to each other by name; a missing optional field takes its default.\n"
+)
+
+
+def dump_yaml(data: dict) -> str:
+    return HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+# --- parsing -----------------------------------------------------------------
+
+
+def parse_yaml(text: str) -> Document:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise DeclarativeError(mark.line + 1 if mark else None, "", f"not valid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise DeclarativeError(None, "", f"not valid YAML: {exc}") from None
+    if root is None:
+        raise DeclarativeError(1, "", "the document is empty; export the configuration to see its format")
+    return _Parser().document(root)
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
+
+
+class _Parser:
+    def __init__(self):
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def document(self, root) -> Document:
+        top = self.mapping(root, "", TOP_LEVEL, "the document")
+        if "schema" in top:
+            node = top["schema"][1]
+            if self.scalar(node) != config.SCHEMA:
+                raise DeclarativeError(_line(node), "schema", f"this appliance reads schema {config.SCHEMA}")
+        sections = {}
+        for name, section in SECTIONS.items():
+            if name in top:
+                sections[name] = self.items(top[name][1], name, section)
+            else:
+                sections[name] = []
+        document = Document(sections)
+        _check_names(document)
+        return document
+
+    def mapping(self, node, path, allowed, what) -> dict:
+        """{key: (key node, value node)}, refusing unknown and duplicate keys."""
+        if not isinstance(node, yaml.MappingNode):
+            raise DeclarativeError(_line(node), path, f"{what} must be a mapping of keys to values")
+        result = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            where = f"{path}.{key}" if path else str(key)
+            if key not in allowed:
+                raise DeclarativeError(_line(key_node), where, f"unknown field; expected one of {', '.join(allowed)}")
+            if key in result:
+                raise DeclarativeError(_line(key_node), where, f"appears twice (first on line {_line(result[key][0])})")
+            result[key] = (key_node, value_node)
+        return result
+
+    def items(self, node, path, section) -> list[Item]:
+        if isinstance(node, yaml.ScalarNode) and self.scalar(node) is None:
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            raise DeclarativeError(_line(node), path, "must be a list")
+        return [self.item(child, f"{path}[{i}]", section) for i, child in enumerate(node.value)]
+
+    def item(self, node, path, section) -> Item:
+        fields = self.mapping(node, path, tuple(section.fields), "each entry")
+        item = Item(path, _line(node))
+        for name in section.required:
+            if name not in fields:
+                raise DeclarativeError(_line(node), f"{path}.{name}", "is required")
+        for name, (_key, value_node) in fields.items():
+            item.lines[name] = _line(value_node)
+            kind = section.fields[name]
+            if kind == SERVERS:
+                item.servers = self.items(value_node, f"{path}.servers", SERVER)
+            else:
+                item.values[name] = self.value(value_node, f"{path}.{name}", kind, section.model, name)
+        return item
+
+    def value(self, node, path, kind, model, name):
+        if not isinstance(node, yaml.ScalarNode):
+            if kind == CODES and isinstance(node, yaml.SequenceNode):
+                return ",".join(str(self.value(child, path, CODES, model, name)) for child in node.value)
+            raise DeclarativeError(_line(node), path, f"must be a {'list of status codes' if kind == CODES else kind}")
+        value = self.scalar(node)
+        problem = _type_problem(kind, value)
+        if problem:
+            raise DeclarativeError(_line(node), path, problem)
+        if kind == STR:
+            allowed = [choice for choice, _label in model._meta.get_field(name).choices or ()]
+            if allowed and value not in allowed:
+                raise DeclarativeError(_line(node), path, f"must be one of {', '.join(allowed)}, not {value!r}")
+        if kind == FLOAT:
+            return float(value)
+        return str(value) if kind == CODES else value
+
+    def scalar(self, node):
+        return self.constructor.construct_object(node, deep=True)
+
+
+def _type_problem(kind, value) -> str | None:
+    if kind in (STR, REF):
+        if isinstance(value, str) or (kind == REF and value is None):
+            return None
+        return f"must be a string{' or null' if kind == REF else ''}, not {value!r} (quote it if it is a name)"
+    if kind == BOOL:
+        return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
+    if kind in (INT, CODES):
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"must be an integer, not {value!r}"
+    if kind == FLOAT:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"must be a number, not {value!r}"
+    return None
+
+
+def _check_names(document: Document):
+    """Duplicate names and references to objects the document does not define."""
+    names = {}
+    for section_name, items in document.sections.items():
+        names[section_name] = _unique(items)
+        for item in items:
+            _unique(item.servers)
+    for section_name, items in document.sections.items():
+        for item in items:
+            for ref_field, target in SECTIONS[section_name].refs.items():
+                ref = item.values.get(ref_field)
+                if ref is not None and ref not in names[target]:
+                    raise item.error(ref_field, f"no {SINGULAR[target]} named {ref!r} in this document")
+
+
+def _unique(items) -> set:
+    seen = {}
+    for item in items:
+        if item.name in seen:
+            raise item.error("name", f"{item.name!r} appears twice (first on line {seen[item.name].line})")
+        seen[item.name] = item
+    return set(seen)
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def load_document(document: Document, user, source: str):
+    """Make the database hold exactly the document's configuration (inside the caller's transaction)."""
+    with transaction.atomic():
+        _Loader(document, user, source).run()
+
+
+class _Loader:
+    def __init__(self, document, user, source):
+        self.document, self.user, self.source = document, user, source
+
+    def run(self):
+        sections = self.document.sections
+        wanted_services = {item.name for item in sections["virtual_services"]}
+        # Services first: they hold the references that protect pools and policies from deletion.
+        self.delete(VirtualService.objects.exclude(name__in=wanted_services))
+        policies = self.upsert(PersistencePolicy, sections["persistence_policies"], {})
+        checks = self.upsert(HealthCheck, sections["health_checks"], {})
+        pools = self.upsert(Pool, sections["pools"], {"health_check": checks})
+        for item in sections["pools"]:
+            pool = pools[item.name]
+            self.delete(pool.servers.exclude(name__in=[s.name for s in item.servers]))
+            self.upsert(RealServer, item.servers, {}, pool=pool)
+        self.upsert(VirtualService, sections["virtual_services"], {"pool": pools, "persistence": policies})
+        self.delete(Pool.objects.exclude(name__in=pools))
+        self.delete(HealthCheck.objects.exclude(name__in=checks))
+        self.delete(PersistencePolicy.objects.exclude(name__in=policies))
+
+    def delete(self, queryset):
+        for obj in queryset:
+            record(self.user, "delete", obj, obj.field_values(), source=self.source)
+            obj.delete()
+
+    def upsert(self, model, items, refs, **parent) -> dict:
+        existing = {obj.name: obj for obj in model.objects.filter(**parent)}
+        result = {}
+        for item in items:
+            obj = existing.get(item.name) or model(name=item.name, **parent)
+            result[item.name] = self.save(obj, item, refs)
+        return result
+
+    def save(self, obj, item, refs):
+        before = obj.field_values() if obj.pk else None
+        section = SERVER if isinstance(obj, RealServer) else next(s for s in SECTIONS.values() if s.model is type(obj))
+        for name, kind in section.fields.items():
+            if kind == SERVERS or name == "name":
+                continue
+            value = item.values.get(name, _default(obj, name))
+            if kind == REF:
+                value = refs[name][value] if value is not None else None
+            setattr(obj, name, value)
+        obj.check_references = False  # checked on the finished configuration by the caller
+        try:
+            obj.full_clean()
+        except ValidationError as exc:
+            field_name, messages = next(iter(exc.message_dict.items()))
+            raise self.document.error_for(item, field_name, "; ".join(messages)) from None
+        after = obj.field_values()
+        if before is None:
+            obj.save()
+            record(self.user, "create", obj, after, source=self.source)
+        elif before != after:
+            obj.save()
+            record(self.user, "update", obj, field_changes(before, after), source=self.source)
+        return obj
+
+
+def _default(obj, name):
+    model_field = obj._meta.get_field(name)
+    return None if model_field.is_relation else model_field.get_default()

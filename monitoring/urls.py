@@ -1,2 +1,8 @@
+from django.urls import path
+
+from . import views
+
 app_name = "monitoring"
-urlpatterns = []
+urlpatterns = [
+    path("events/", views.HealthEventList.as_view(), name="events"),
+]

@@ -1,12 +1,35 @@
 """Layer-7 building blocks for the proxy worker, sans-io.
 
-- `http1`: strict HTTP/1.1 request and response parsers (events out, bytes in);
+- `http1`: strict HTTP/1.1 request and response parsers (bytes in, events out);
 - `chunked`: the strict chunked-body decoder both parsers share;
 - `serialize`: writes requests and responses with normalised framing;
 - `cookies`: layer-7 persistence decisions (JSESSIONID learn, insert, fallback);
 - `deadline`: the slow-request-head (slowloris) policy.
+TLS contexts and certificate checks live in `proxyworker.tlsconf`.
 
-Nothing here touches a socket or a clock: the worker's listener feeds bytes and
-the current time in, and writes what comes out. TLS contexts live in
-`proxyworker.tlsconf`.
+Nothing here touches a socket or a clock. How the listener's layer-7 handler
+uses them (tests/l7/test_exchange.py runs this loop without sockets):
+
+1. accept, wrap with `tlsconf.server_context(...)`; `HeadDeadline.begin(now)`;
+2. feed client bytes to `RequestParser.feed`; after each feed
+   `deadline.update(parser.in_head, now)`; a sweep answers an expired deadline
+   with `serialize.error_response(408)` and closes; stop reading the client
+   while `parser.paused`;
+3. `RequestHead`: `deadline.head_arrived()`; `L7Persistence.route(headers,
+   source_key, pool hosts)` -> pinned host, else the first persistence key
+   found in the store, else the scheduler; write
+   `serialize.request_head_bytes(head, client_ip, drop_cookie=...)` to a
+   server connection, then `body_bytes`/`end_bytes` for Body/EndOfMessage;
+   `ResponseParser.expect(head.method, bool(head.upgrade), head.tunnel)`;
+4. `ResponseHead` from the server: `L7Persistence.learn(...)` -> entries to
+   store/forget and headers to add; write `response_head_bytes(head,
+   response_framing(head, request.version), keep_alive=client_keep_alive(...),
+   extra=learn.add_headers)`, then the body; interim (1xx) heads go out as they
+   come; at EndOfMessage, `parser.next_request()` (or close when not keep-alive);
+5. `ProtocolError` from the client: answer `error_response(status, reason)` if
+   no response has started, close the client AND the server connection that
+   received a partial request (never reuse it); from a server: 502 likewise;
+6. 101 to an Upgrade request: `parser.upgrade_accepted()`, other answers
+   `parser.upgrade_refused()`; `Passthrough` events (after 101 or a tunnel
+   head, both directions) are raw bytes bound by the idle timeout only.
 """

@@ -153,17 +153,13 @@ def connection_tokens(headers) -> set[bytes]:
 class _HeadCollector:
     """httptools callbacks: collects what llhttp parsed, and whether it saw the message end."""
 
-    __slots__ = ("target", "reason", "headers", "complete", "begun")
+    __slots__ = ("target", "reason", "headers", "complete")
 
     def __init__(self):
         self.target = b""
         self.reason = b""
         self.headers = []
         self.complete = False
-        self.begun = 0
-
-    def on_message_begin(self):
-        self.begun += 1
 
     def on_url(self, url):
         self.target += url

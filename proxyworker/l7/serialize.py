@@ -104,9 +104,12 @@ def body_bytes(framing: str, data: bytes) -> bytes:
 
 
 def end_bytes(framing: str, trailers=()) -> bytes:
+    """The end of a body. Trailers go on without hop-by-hop and forwarding fields: a server that
+    merges trailers into headers must not receive an `X-Forwarded-For` the client wrote itself."""
     if framing != "chunked":
         return b""
-    return b"0\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in trailers) + b"\r\n"
+    kept = (name + b": " + value + b"\r\n" for name, value in trailers if name.lower() not in HOP_BY_HOP | REPLACED)
+    return b"0\r\n" + b"".join(kept) + b"\r\n"
 
 
 def error_response(status: int, message: str = "") -> bytes:

@@ -214,6 +214,11 @@ def test_body_and_end_bytes():
     assert end_bytes("length") == b""
 
 
+def test_trailers_cannot_smuggle_forwarding_or_hop_by_hop_fields():
+    trailers = [(b"X-Forwarded-For", b"1.2.3.4"), (b"Connection", b"close"), (b"X-Checksum", b"9")]
+    assert end_bytes("chunked", trailers) == b"0\r\nX-Checksum: 9\r\n\r\n"
+
+
 def test_every_event_kind_comes_out_in_order_for_a_chunked_request():
     parser = RequestParser()
     events = parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")

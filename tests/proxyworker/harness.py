@@ -191,9 +191,10 @@ class Harness:
             worker.wait_version(version)
         return version
 
-    def start_worker(self, worker_id: str | None = None, wait_version: int | None = None, **env) -> WorkerProcess:
+    def start_worker(self, worker_id: str | None = None, wait_version: int | None = None,
+                     state_dir: Path | None = None, **env) -> WorkerProcess:
         worker_id = worker_id or f"w{len(self.workers) + 1}-{os.getpid()}"
-        worker = WorkerProcess(self, worker_id, self.tmp / f"state-{worker_id}", **env)
+        worker = WorkerProcess(self, worker_id, state_dir or self.tmp / f"state-{worker_id}", **env)
         self.workers.append(worker)
         if wait_version is not None:
             worker.wait_version(wait_version)

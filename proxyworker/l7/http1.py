@@ -455,14 +455,16 @@ class MethodNotAllowed(FramingError):
 
 
 def _check_names(headers):
-    """Names that servers behind CGI-style gateways read as framing (`Transfer_Encoding` ->
-    TRANSFER_ENCODING): refused, as nginx and Apache drop them for the same reason."""
+    """Names that servers behind CGI-style gateways read as framing or forwarding fields
+    (`Transfer_Encoding` -> HTTP_TRANSFER_ENCODING, `X_Forwarded_For` -> HTTP_X_FORWARDED_FOR):
+    refused, as nginx and Apache drop them for the same reason."""
     for name, _value in headers:
         if b"_" in name and name.lower().replace(b"_", b"-") in FRAMING_NAMES:
             raise FramingError(f"header name {name.decode('latin-1')!r} imitates a framing field")
 
 
-FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade"})
+FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade",
+                           b"x-forwarded-for", b"x-forwarded-proto"})
 
 
 def _first_token(value: bytes) -> bytes:

@@ -219,3 +219,8 @@ def test_a_tunnel_request_keeps_its_own_upgrade_token_and_may_carry_a_body():
                          b"Content-Length: 4\r\n\r\nDATA")
     assert events[0].tunnel and events[0].upgrade == b"ice-tunnel"
     assert events[1] == Passthrough(b"DATA")
+
+
+def test_underscores_in_ordinary_header_names_are_fine():
+    [(head, _, _)] = requests_of(b"GET / HTTP/1.1\r\nHost: a\r\nX_Custom_Field: 1\r\n\r\n")
+    assert head.get(b"x_custom_field") == b"1"

@@ -34,6 +34,7 @@ BAD_HEADS = {
     "te-nul": H + b"Transfer-Encoding: chunked\x00\r\n\r\n0\r\n\r\n",
     "te-leading-space-name": H + b" Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "te-underscore": H + b"Transfer_Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+    "xff-underscore": b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 127.0.0.1\r\n\r\n",
     "te-empty": H + b"Transfer-Encoding:\r\n\r\n",
     "te-gzip": H + b"Transfer-Encoding: gzip\r\n\r\nabc",
     "te-in-http10": b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

@@ -3,7 +3,7 @@ reading every forwarded request exactly as our parser did."""
 import h11
 import pytest
 
-from proxyworker.l7.http1 import Body, EndOfMessage, RequestParser, ResponseParser
+from proxyworker.l7.http1 import Body, EndOfMessage, RequestHead, RequestParser, ResponseParser
 from proxyworker.l7.serialize import (
     body_bytes,
     client_keep_alive,
@@ -21,7 +21,10 @@ from .helpers import requests_of
 def forward(data: bytes, client_ip="192.0.2.7", **options) -> bytes:
     """Every request in `data` as the proxy would write it to the server."""
     out = []
-    for head, body, trailers in requests_of(data):
+    for item in requests_of(data):
+        if not isinstance(item[0], RequestHead):
+            break  # an error ends the connection: nothing after it is forwarded
+        head, body, trailers = item
         out.append(request_head_bytes(head, client_ip, **options))
         out.append(body_bytes(head.framing, body))
         out.append(end_bytes(head.framing, trailers))
@@ -46,7 +49,12 @@ def h11_reads(data: bytes) -> list:
             if conn.our_state is h11.SEND_RESPONSE:
                 conn.send(h11.Response(status_code=204, headers=[]))
                 conn.send(h11.EndOfMessage())
-                conn.start_next_cycle()
+                if conn.our_state is h11.MUST_CLOSE:  # HTTP/1.0: the proxy opens a new server connection
+                    rest = conn.trailing_data[0]
+                    conn = h11.Connection(h11.SERVER)
+                    conn.receive_data(rest)
+                else:
+                    conn.start_next_cycle()
 
 
 def test_forwarding_headers_are_added_and_host_is_kept():

@@ -49,6 +49,10 @@ def test_publish_writes_the_snapshot_and_announces_its_version(horizon, admin_us
     assert json.loads(redis_client.get(keys.config)) == version.snapshot_dict()
     assert redis_client.hgetall(keys.admin) == {"uag/uag1": "enabled", "uag/uag2": "enabled"}
 
+    entry = AuditEntry.objects.get(action="apply")
+    assert (entry.username, entry.object_repr, entry.details["comment"]) == ("alice", "version 1", "first")
+    assert "+virtual_services/horizon-443/port: 8443" in entry.details["diff"]
+
     assert next_message(subscriber, keys.config) == "1"
     assert {next_message(subscriber, keys.health) for _ in range(2)} == {"uag/uag1", "uag/uag2"}
 

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import sys
 
 from .worker import Settings, Worker
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s worker={settings.worker_id} %(name)s: %(message)s",
     )
+    _raise_file_limit()
     try:
         import uvloop
     except ImportError:  # plain asyncio still works, only slower
@@ -33,6 +35,18 @@ def main(argv=None) -> int:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(Worker(settings).run())
+
+
+def _raise_file_limit() -> None:
+    """Each proxied connection holds two descriptors: take all the kernel allows us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            logging.warning("could not raise the open-file limit from %d: %s", soft, exc)
 
 
 if __name__ == "__main__":

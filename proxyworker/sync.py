@@ -27,6 +27,7 @@ class ControlPlaneLink:
         self.redis = worker.redis
         self.keys = worker.keys
         self.connected = False
+        self._last_text = None  # the safety-net re-read skips parsing an unchanged snapshot
 
     async def start(self) -> None:
         """Initial state: from Redis if it answers, else from the copy on disk."""
@@ -87,8 +88,9 @@ class ControlPlaneLink:
 
     async def load_config(self) -> None:
         text = await self.redis.get(self.keys.config)
-        if not text:
+        if not text or text == self._last_text:
             return
+        self._last_text = text
         snapshot = self.worker.parse(text, "redis")
         current = self.worker.snapshot
         if snapshot is not None and (current is None or snapshot.version != current.version):

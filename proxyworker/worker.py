@@ -31,6 +31,7 @@ log = logging.getLogger("proxyworker")
 
 SWEEP_SECONDS = 1.0
 REFRESH_SECONDS = 1.0
+RETRY_LISTENERS_SECONDS = 5.0
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Worker:
         self._numbers = itertools.count(1)
         self._apply_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        self._wanted: dict = {}  # listen key -> (service, listener class) of the applied version
 
     def _clock(self) -> float:
         return self.loop.time()
@@ -99,6 +101,7 @@ class Worker:
         link_task = self._spawn(link.run(), "control-plane link")
         self._spawn(self._every(SWEEP_SECONDS, self.sweep), "sweep")
         self._spawn(self._every(REFRESH_SECONDS, self.shared.refresh), "persistence refresh")
+        self._spawn(self._every(RETRY_LISTENERS_SECONDS, self.retry_listeners), "listener retry")
         self._spawn(self.reporter.run(), "reporter")
         log.info("worker %s started (pid %d, %s)", self.id, os.getpid(), type(self.loop).__module__)
         await stop.wait()
@@ -158,6 +161,8 @@ class Worker:
             return Snapshot.from_json(text)
         except ConfigError as exc:
             self.totals["config_rejected"] += 1
+            if self.reporter is not None:
+                self.reporter.heartbeat_soon()  # the console shows the rejection without waiting
             log.error("invalid config snapshot from %s ignored, keeping version %s: %s",
                       source, self.snapshot.version if self.snapshot else "none", exc)
             return None
@@ -177,6 +182,7 @@ class Worker:
                 wanted[vs.listen_key] = (self._service(vs, snapshot), cls)
             closed = self._close_unwanted(wanted)
             opened = await self._open_wanted(wanted)
+            self._wanted = wanted
             self.services = {service.name: service for service, _ in wanted.values()}
             self.snapshot = snapshot
             self.totals["config_applied"] += 1
@@ -208,7 +214,7 @@ class Worker:
                 log.info("listener %s closed (%s); its connections continue", _fmt(key), listener.service.name)
         return closed
 
-    async def _open_wanted(self, wanted) -> int:
+    async def _open_wanted(self, wanted, retry: bool = False) -> int:
         opened = 0
         for key, (service, cls) in wanted.items():
             listener = self.listeners.get(key)
@@ -219,12 +225,20 @@ class Worker:
             try:
                 await listener.open()
             except OSError as exc:
-                log.error("listener %s for %s could not open: %s", _fmt(key), service.name, exc)
+                (log.debug if retry else log.error)("listener %s for %s could not open: %s (retrying every %.0f s)",
+                                                    _fmt(key), service.name, exc, RETRY_LISTENERS_SECONDS)
                 continue
             self.listeners[key] = listener
             opened += 1
             log.info("listener %s opened (%s, pool %s)", _fmt(key), service.name, service.pool.name)
         return opened
+
+    async def retry_listeners(self) -> None:
+        """Listeners that could not open (address not here yet, port busy) are retried, not forgotten."""
+        if len(self.listeners) < len(self._wanted):
+            async with self._apply_lock:
+                if await self._open_wanted(self._wanted, retry=True) and self.reporter is not None:
+                    self.reporter.heartbeat_soon()
 
     @property
     def snapshot_path(self) -> Path:

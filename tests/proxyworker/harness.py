@@ -115,6 +115,7 @@ class WorkerProcess:
     def __init__(self, harness: Harness, worker_id: str, state_dir: Path, **env):
         self.harness, self.id, self.state_dir = harness, worker_id, state_dir
         self.log_path = harness.tmp / f"{worker_id}.log"
+        self.expected_errors: list[str] = []
         env.setdefault("VIEWLB_REDIS_PREFIX", harness.prefix)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -144,9 +145,16 @@ class WorkerProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"worker {self.id} exited with {self.proc.returncode}\n{self.log()}")
 
+    def expect_error(self, text: str) -> None:
+        """An ERROR line containing `text` is expected (e.g. a test published a bad snapshot)."""
+        self.expected_errors.append(text)
+
     def assert_clean_log(self) -> None:
         text = self.log_path.read_text(errors="replace")
-        assert "Traceback" not in text and " ERROR " not in text, text[-6000:]
+        assert "Traceback" not in text, text[-6000:]
+        unexpected = [line for line in text.splitlines()
+                      if " ERROR " in line and not any(e in line for e in self.expected_errors)]
+        assert not unexpected, "\n".join(unexpected[:20])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

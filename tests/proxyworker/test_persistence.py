@@ -4,6 +4,7 @@ Clients come from distinct loopback addresses (127.0.x.y), backends live on
 distinct loopback hosts, so "same server" and "same host" are observable.
 """
 import socket
+import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -163,3 +164,21 @@ def test_it_listens_on_ipv6_and_ipv4_separately(harness, hosts, workers):
     harness.apply([service("v6", port, "dual", address="::1"), service("v4", port, "dual")], [p])
     assert ask(port, host="::1") == "h1a"
     assert ask(port, host="127.0.0.1") == "h1a"
+
+
+def test_it_keeps_entries_of_active_clients_and_lets_idle_ones_expire(harness, hosts, workers):
+    port, vs, p = publish_vip(harness, hosts, persistence=source_ip(timeout=3))
+    harness.apply([vs], [p])
+    busy, idle = "127.0.71.1", "127.0.71.2"
+    sock = connect(port, source=busy)
+    name = read_line(sock)
+    assert ask(port, source=idle)
+    started = time.monotonic()
+    while time.monotonic() - started < 4.5:  # longer than the timeout, with traffic all along
+        sock.sendall(b"tick")
+        assert recv_exact(sock, 4) == b"tick"
+        time.sleep(0.25)
+    assert harness.redis.ttl(harness.keys.persist(vs.group, busy)) > 0  # refreshed by activity
+    assert harness.redis.get(harness.keys.persist(vs.group, idle)) is None  # expired
+    assert ask(port, source=busy) == name
+    sock.close()

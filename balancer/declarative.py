@@ -212,6 +212,14 @@ def _line(node) -> int:
 class _Parser:
     def __init__(self):
         self.constructor = yaml.constructor.SafeConstructor()
+        self.seen = set()  # collection nodes already read: an alias would read one twice
+
+    def once(self, node, path):
+        """Refuse aliases of lists and mappings: they add nothing to a configuration but can
+        multiply one small file into millions of objects."""
+        if id(node) in self.seen:
+            raise DeclarativeError(_line(node), path, "YAML aliases (*name) of lists or mappings are not supported")
+        self.seen.add(id(node))
 
     def document(self, root) -> Document:
         top = self.mapping(root, "", TOP_LEVEL, "the document")
@@ -233,6 +241,7 @@ class _Parser:
         """{key: (key node, value node)}, refusing unknown and duplicate keys."""
         if not isinstance(node, yaml.MappingNode):
             raise DeclarativeError(_line(node), path, f"{what} must be a mapping of keys to values")
+        self.once(node, path)
         result = {}
         for key_node, value_node in node.value:
             key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
@@ -241,6 +250,8 @@ class _Parser:
                 raise DeclarativeError(_line(key_node), where, f"unknown field; expected one of {', '.join(allowed)}")
             if key in result:
                 raise DeclarativeError(_line(key_node), where, f"appears twice (first on line {_line(result[key][0])})")
+            if id(value_node) in self.seen:  # the alias's own line is gone after composing; its key's is not
+                raise DeclarativeError(_line(key_node), where, "YAML aliases (*name) of lists or mappings are not supported")
             result[key] = (key_node, value_node)
         return result
 
@@ -249,6 +260,7 @@ class _Parser:
             return []
         if not isinstance(node, yaml.SequenceNode):
             raise DeclarativeError(_line(node), path, "must be a list")
+        self.once(node, path)
         return [self.item(child, f"{path}[{i}]", section) for i, child in enumerate(node.value)]
 
     def item(self, node, path, section) -> Item:

@@ -29,7 +29,7 @@ class PublishError(Exception):
 
 
 def redis_connection() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5)
+    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True, socket_timeout=5, socket_connect_timeout=3)
 
 
 def redis_keys() -> Keys:

@@ -152,6 +152,9 @@ BAD = [
      15, "virtual_services[0].address: is required"),
     ("health check overlap", lambda t: replace_line(t, "interval: 30", "interval: 30\n    expect_drain: [200]"), 8,
      "health_checks[0].expect_drain: a status cannot mean both up and drain"),
+    ("alias bomb", lambda t: replace_line(t, "servers:\n", "servers: &s\n").replace(
+        "virtual_services:", "  - {name: cs, servers: *s}\nvirtual_services:"), 14,
+     "pools[1].servers: YAML aliases (*name) of lists or mappings are not supported"),
     ("not a mapping", lambda t: "- just\n- a list\n", 1, "the document must be a mapping"),
     ("empty", lambda t: "", 1, "the document is empty"),
 ]

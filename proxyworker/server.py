@@ -7,7 +7,8 @@ runs from periodic sweeps in the worker.
 
 The protocols talk to a *hub* (the worker) for decisions and bookkeeping:
 `hub.loop`, `hub.dispatcher`, `hub.live` (set of sessions), `hub.next_number()`,
-`hub.session_started(s)`, `hub.session_ended(s)`, `hub.connect_failed(s, server, exc)`,
+`hub.session_started(s)`, `hub.session_moved(s, previous_server)` (a UDP flow redispatched),
+`hub.session_ended(s)`, `hub.connect_failed(s, server, exc)`,
 `hub.refused(service, reason)`.
 
 A listener is chosen by (mode, protocol) through `listener_class`; the layer-7
@@ -409,10 +410,13 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
             if self.closed:
                 transport.close()
                 return
+            previous = self.server
             self.transport, self.server, self.client_key = transport, server, choice.client_key
             if not self.started:
                 self.started = True
                 hub.session_started(self)
+            elif previous is not server:
+                hub.session_moved(self, previous)
             pending, self.pending = self.pending, []
             for data in pending:
                 transport.sendto(data)
@@ -440,7 +444,8 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
 
     def error_received(self, exc):
         # ICMP port unreachable from the server: try another one for this flow (redispatch).
-        if isinstance(exc, ConnectionRefusedError) and self.server is not None and not self.closed:
+        if (isinstance(exc, ConnectionRefusedError) and self.transport is not None
+                and self.server is not None and not self.closed):
             server, old = self.server, self.transport
             self.tried.add(server.id)
             self.transport = None

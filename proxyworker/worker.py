@@ -142,7 +142,10 @@ class Worker:
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let connections finish up to the deadline, then cut the rest."""
         for listener in self.listeners.values():
-            listener.close()
+            try:
+                listener.close()
+            except Exception:  # one broken listener must not keep the others open
+                log.exception("closing listener %s failed", _fmt(listener.key))
         self.listeners.clear()
         deadline = self.loop.time() + self.settings.drain_seconds
         log.info("stopping: listeners closed, waiting up to %.0f s for %d connections",
@@ -279,6 +282,11 @@ class Worker:
         self.totals["connections"] += 1
         self.states.connect_succeeded(server_id)
         self.reporter.opened(session)
+
+    def session_moved(self, session, previous) -> None:
+        self.active[previous.id] -= 1
+        self.active[session.server.id] = self.active.get(session.server.id, 0) + 1
+        self.server_counters.setdefault(session.server.id, ServerCounters()).total += 1
 
     def session_ended(self, session) -> None:
         self.live.discard(session)

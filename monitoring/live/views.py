@@ -1,0 +1,68 @@
+"""Dashboard pages. Each renders its current state from Redis and the database; the page's script
+then opens the matching WebSocket (consumers.py) and applies live deltas."""
+import time
+
+from django.shortcuts import get_object_or_404, render
+
+from balancer.models import RealServer
+from balancer.roles import can_operate
+from monitoring import published, services
+from monitoring.models import HealthEvent
+
+from . import drain, overview, present, sources, tables
+from .forms import SessionFilterForm
+
+RECENT_EVENTS = 50
+
+
+def overview_page(request):
+    return render(request, "live/overview.html", {"overview": overview.build()})
+
+
+def sessions_page(request):
+    current = published.load()
+    snapshot = current.snapshot if current else None
+    form = SessionFilterForm(request.GET, snapshot)
+    table = None
+    if form.is_valid():
+        data, flt = form.cleaned_data, form.filter()
+        read = tables.persistence if data["table"] == "persistence" else tables.connections
+        table = read(published.redis_client(), published.keys(), snapshot, flt, data["after"])
+    return render(request, "live/sessions.html", {
+        "form": form, "table": table, "published": snapshot is not None,
+        "kind": form.cleaned_data.get("table", "connections") if form.is_valid() else "connections",
+    })
+
+
+def drain_list(request):
+    client, keys = published.redis_client(), published.keys()
+    servers = list(RealServer.objects.select_related("pool").order_by("pool__name", "name"))
+    health = services.server_health([s.server_id for s in servers])
+    sessions = sources.session_totals(client, keys)
+    sticky = sources.persist_totals(client, keys)
+    rows = [{"server": s, "health": health.get(s.server_id, {}), "sessions": sessions.by_server.get(s.server_id, 0),
+             "sticky": sticky.for_host(s.address)} for s in servers]
+    return render(request, "live/drain_list.html", {"rows": rows})
+
+
+def drain_page(request, pk):
+    server = get_object_or_404(RealServer.objects.select_related("pool"), pk=pk)
+    verdict, sample = drain.status(server.server_id, server.address, server.admin_state)
+    now = time.time()
+    return render(request, "live/drain.html", {
+        "server": server, "status": verdict, "can_operate": can_operate(request.user),
+        "connections": [present.connection_row(s, now, None, None) for s in sample],
+        "health": services.server_health([server.server_id]).get(server.server_id, {}),
+    })
+
+
+def health_page(request):
+    current = published.load()
+    snapshot = current.snapshot if current else None
+    servers = list(snapshot.servers()) if snapshot else []
+    health = services.server_health([s.id for s in servers])
+    admin = published.redis_client().hgetall(published.keys().admin)
+    rows = [{"server": s, "health": health.get(s.id, {}), "admin": admin.get(s.id, s.admin_state)} for s in servers]
+    return render(request, "live/health.html", {
+        "rows": rows, "events": HealthEvent.objects.all()[:RECENT_EVENTS], "published": snapshot is not None,
+    })

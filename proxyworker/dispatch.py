@@ -139,5 +139,13 @@ class Dispatcher:
             host = winner
         return None
 
+    def reserve(self, server: RealServer) -> None:
+        """Count a connection on `server` from the moment it is chosen, not when it connects,
+        so a burst of clients does not all see the same least-loaded server."""
+        self.active[server.id] = self.active.get(server.id, 0) + 1
+
+    def release(self, server: RealServer) -> None:
+        self.active[server.id] -= 1
+
     def connect_failed(self, server: RealServer) -> None:
         self.states.connect_failed(server.id, self.clock())

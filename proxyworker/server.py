@@ -171,13 +171,18 @@ class TcpConnection(SessionInfo, asyncio.Protocol):
                 break
             server = choice.server
             upstream = Upstream(self)
+            hub.dispatcher.reserve(server)
             try:
                 async with asyncio.timeout(service.vs.connect_timeout):
                     transport, _ = await hub.loop.create_connection(lambda u=upstream: u, server.address, server.port)
             except (OSError, TimeoutError) as exc:
+                hub.dispatcher.release(server)
                 tried.add(server.id)
                 hub.connect_failed(self, server, exc)
                 continue
+            except BaseException:  # cancelled: the client left
+                hub.dispatcher.release(server)
+                raise
             self._attach(transport, upstream, choice)
             return
         if not self.closed:
@@ -187,6 +192,7 @@ class TcpConnection(SessionInfo, asyncio.Protocol):
     def _attach(self, transport, upstream, choice):
         self.server, self.client_key = choice.server, choice.client_key
         if self.closed:  # the client left while we connected
+            self.hub.dispatcher.release(choice.server)
             transport.close()
             return
         self.upstream = transport
@@ -400,14 +406,20 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
                 self.abort()
                 return
             server = choice.server
+            hub.dispatcher.reserve(server)
             try:
                 transport, _ = await hub.loop.create_datagram_endpoint(
                     lambda: self, remote_addr=(server.address, server.port))
             except OSError as exc:
+                hub.dispatcher.release(server)
                 self.tried.add(server.id)
                 hub.connect_failed(self, server, exc)
                 continue
+            except BaseException:
+                hub.dispatcher.release(server)
+                raise
             if self.closed:
+                hub.dispatcher.release(server)
                 transport.close()
                 return
             previous = self.server

@@ -274,7 +274,6 @@ class Worker:
 
     def session_started(self, session) -> None:
         server_id = session.server.id
-        self.active[server_id] = self.active.get(server_id, 0) + 1
         counters = self.server_counters.get(server_id)
         if counters is None:
             counters = self.server_counters[server_id] = ServerCounters()
@@ -284,15 +283,14 @@ class Worker:
         self.reporter.opened(session)
 
     def session_moved(self, session, previous) -> None:
-        self.active[previous.id] -= 1
-        self.active[session.server.id] = self.active.get(session.server.id, 0) + 1
+        self.dispatcher.release(previous)  # the new server was reserved when chosen
         self.server_counters.setdefault(session.server.id, ServerCounters()).total += 1
 
     def session_ended(self, session) -> None:
         self.live.discard(session)
         session.counters.active -= 1
         if session.started:
-            self.active[session.server.id] -= 1
+            self.dispatcher.release(session.server)
             self.reporter.closed(session)
 
     def connect_failed(self, session, server, exc) -> None:

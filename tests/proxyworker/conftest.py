@@ -10,3 +10,17 @@ def harness(request, tmp_path_factory):
     h = Harness(name, tmp_path_factory.mktemp(name))
     yield h
     h.close()
+
+
+@pytest.fixture
+def opened():
+    """Track client sockets so they close even when a test fails (a leak would skew the next test)."""
+    sockets = []
+
+    def track(sock):
+        sockets.append(sock)
+        return sock
+
+    yield track
+    for sock in sockets:
+        sock.close()

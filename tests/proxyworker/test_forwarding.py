@@ -81,18 +81,21 @@ def test_it_weights_weighted_round_robin(vip, backends):
 def test_it_sends_new_clients_to_the_least_connected_server(vip, backends):
     port = vip("lp", [server("lp", b) for b in backends[:2]], scheduler="least_connections")
     held = [connect(port) for _ in range(4)]
-    names = [read_line(sock) for sock in held]
-    assert Counter(names) == {"s1": 2, "s2": 2}
-    for sock, name in zip(held, names, strict=True):
-        if name == "s1":
+    more = []
+    try:
+        names = [read_line(sock) for sock in held]
+        assert Counter(names) == {"s1": 2, "s2": 2}
+        for sock, name in zip(held, names, strict=True):
+            if name == "s1":
+                sock.close()
+        # The close travels client -> worker -> backend and back; the worker counts it last.
+        wait_for(lambda: backends[0].open_connections == 0, 3, message="s1's connections closed")
+        time.sleep(0.1)
+        more = [connect(port) for _ in range(2)]
+        assert [read_line(sock) for sock in more] == ["s1", "s1"]  # round robin would give s1, s2
+    finally:
+        for sock in held + more:
             sock.close()
-    # The close travels client -> worker -> backend and back; the worker counts it last.
-    wait_for(lambda: backends[0].open_connections == 0, 3, message="s1's connections closed")
-    time.sleep(0.1)
-    more = [connect(port) for _ in range(2)]
-    assert [read_line(sock) for sock in more] == ["s1", "s1"]  # round robin would give s1, s2
-    for sock in held + more:
-        sock.close()
 
 
 def test_it_keeps_backups_for_when_no_primary_is_up(harness, vip, worker, backends):
@@ -121,11 +124,11 @@ def test_it_half_closes_in_both_directions(vip):
         assert sock.recv(1) == b""  # and then the server's own EOF comes through
 
 
-def test_it_refuses_connections_beyond_max_connections(vip, worker):
+def test_it_refuses_connections_beyond_max_connections(vip, worker, opened):
     port = vip(max_connections=2)
-    first, second = connect(port), connect(port)
+    first, second = opened(connect(port)), opened(connect(port))
     assert read_line(first) and read_line(second)
-    third = connect(port)
+    third = opened(connect(port))
     assert read_line(third) == ""  # closed without reaching a server
     first.close()
     wait_for(lambda: ask(port), 3, message="a free slot once a connection closed")
@@ -133,9 +136,9 @@ def test_it_refuses_connections_beyond_max_connections(vip, worker):
     third.close()
 
 
-def test_it_closes_idle_connections_but_not_busy_ones(vip):
+def test_it_closes_idle_connections_but_not_busy_ones(vip, opened):
     port = vip(idle_timeout=1.0)
-    idle, busy = connect(port), connect(port)
+    idle, busy = opened(connect(port)), opened(connect(port))
     assert read_line(idle) and read_line(busy)
     started = time.monotonic()
     while time.monotonic() - started < 2.6:
@@ -187,9 +190,9 @@ def test_it_redispatches_when_a_server_connect_times_out(vip, backends):
             sock.close()
 
 
-def test_it_is_not_disturbed_by_broken_clients(vip, worker):
+def test_it_is_not_disturbed_by_broken_clients(vip, worker, opened):
     port = vip()
-    good = connect(port)
+    good = opened(connect(port))
     assert read_line(good)
     errors = []
 
@@ -220,7 +223,7 @@ def test_it_is_not_disturbed_by_broken_clients(vip, worker):
             sock.close()
         else:  # half-open: says nothing more and never reads
             sock.shutdown(socket.SHUT_WR)
-            half_open.append(sock)
+            half_open.append(opened(sock))
     talker.join()
     assert errors == []
     assert ask(port)  # new clients are still served
@@ -232,10 +235,10 @@ def test_it_is_not_disturbed_by_broken_clients(vip, worker):
     worker.assert_clean_log()
 
 
-def test_it_stops_reading_a_client_whose_answers_are_not_read(vip, worker):
+def test_it_stops_reading_a_client_whose_answers_are_not_read(vip, worker, opened):
     port = vip()
     rss_before = _rss(worker.proc.pid)
-    sock = connect(port)
+    sock = opened(connect(port))
     assert read_line(sock)
     sock.setblocking(False)
     chunk, sent = b"x" * 65536, 0
@@ -274,9 +277,9 @@ def test_it_reports_heartbeat_sessions_and_stats(harness, vip, worker):
         loop = asyncio.get_running_loop()
         sock = await loop.run_in_executor(None, connect, port)
         name = await loop.run_in_executor(None, read_line, sock)
-        opened = closed = stats = None
+        opened = closed = stats = released = None
         deadline = loop.time() + 5
-        while loop.time() < deadline and not (opened and closed and stats):
+        while loop.time() < deadline and not (opened and closed and stats and released):
             message = await asyncio.wait_for(layer.receive(channel), deadline - loop.time())
             if message["type"] == "sessions.batch":
                 if opened is None:
@@ -288,11 +291,14 @@ def test_it_reports_heartbeat_sessions_and_stats(harness, vip, worker):
                 if opened:
                     closed = closed or next((c for c in message["closed"] if c["id"] == opened["id"]), None)
             elif message["type"] == "stats.batch" and message["services"].get(f"vs{port}", {}).get("total"):
-                stats = message
+                stats = stats or message
+                if closed and message["servers"][f"rp/{name}"]["active"] == 0:
+                    released = message
         await layer.close_pools()
-        return name, opened, closed, stats
+        return name, opened, closed, stats, released
 
-    name, opened, closed, stats = asyncio.run(scenario())
+    name, opened, closed, stats, released = asyncio.run(scenario())
+    assert released, "the server's active count returns to zero"
     assert opened and opened["server"] == f"rp/{name}" and opened["client_key"] == "127.0.0.1"
     assert opened["id"].startswith(worker.id + ":") and opened["protocol"] == "tcp" and opened["port"] == port
     assert closed and closed["bytes_out"] == len(name) + 1  # the greeting line

@@ -114,10 +114,10 @@ def test_it_keeps_200_streams_whole_through_20_config_changes(harness, backends,
     assert all(sent == received > 0 for sent, received in results)
 
 
-def test_it_applies_new_pools_to_new_connections_only(harness, backends, worker):
+def test_it_applies_new_pools_to_new_connections_only(harness, backends, worker, opened):
     port = free_port()
     harness.apply([service("moving", port, "mp")], [pool("mp", server("mp", backends[0]))])
-    old = connect(port)
+    old = opened(connect(port))
     assert read_line(old) == "s1"
     harness.apply([service("moving", port, "mp")], [pool("mp", server("mp", backends[1]))])
     assert ask(port) == "s2"

@@ -107,13 +107,13 @@ def test_it_follows_a_client_across_ports_in_one_group(harness, hosts, workers):
     assert len({name[:-1] for name in first_a.values()}) > 1
 
 
-def test_it_keeps_stuck_clients_on_a_draining_server_and_sends_it_no_new_ones(harness, hosts, workers):
+def test_it_keeps_stuck_clients_on_a_draining_server_and_sends_it_no_new_ones(harness, hosts, workers, opened):
     port, vs, p = publish_vip(harness, hosts, persistence=source_ip())
     harness.apply([vs], [p])
     stuck = {c: ask(port, source=c) for c in clients(41, 9)}
     drained = Counter(stuck.values()).most_common(1)[0][0]
     drained_id = f"{p.name}/{drained}"
-    live = connect(port, source=next(c for c, n in stuck.items() if n == drained))
+    live = opened(connect(port, source=next(c for c, n in stuck.items() if n == drained)))
     assert read_line(live) == drained
     harness.set_admin(drained_id, "drain")
     for worker in workers:
@@ -166,11 +166,11 @@ def test_it_listens_on_ipv6_and_ipv4_separately(harness, hosts, workers):
     assert ask(port, host="127.0.0.1") == "h1a"
 
 
-def test_it_keeps_entries_of_active_clients_and_lets_idle_ones_expire(harness, hosts, workers):
+def test_it_keeps_entries_of_active_clients_and_lets_idle_ones_expire(harness, hosts, workers, opened):
     port, vs, p = publish_vip(harness, hosts, persistence=source_ip(timeout=3))
     harness.apply([vs], [p])
     busy, idle = "127.0.71.1", "127.0.71.2"
-    sock = connect(port, source=busy)
+    sock = opened(connect(port, source=busy))
     name = read_line(sock)
     assert ask(port, source=idle)
     started = time.monotonic()

@@ -11,11 +11,13 @@ import hashlib
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
+
 from . import events, published, records, schedule
 from .checks import probe_many
 
 log = logging.getLogger(__name__)
-CHUNK = 50  # servers per task: enough to amortise a task, small enough to spread over workers
+CHUNK = 100  # servers per task: enough to amortise a task, small enough to spread over workers
 
 
 def dispatch(send: Callable[[list[str], list[float], float], None]) -> int:
@@ -27,7 +29,7 @@ def dispatch(send: Callable[[list[str], list[float], float], None]) -> int:
     skeys = schedule.ScheduleKeys(keys)
     schedule.sync(client, skeys, current)
     _reconcile_if_changed(client, keys, skeys, current)
-    claims = schedule.claim_due(client, skeys)
+    claims = schedule.claim_due(client, skeys, lookahead=settings.VIEWLB_HEALTH_TICK)
     for chunk in schedule.chunks(claims, CHUNK):
         # A chunk that waited longer than its shortest interval is stale: the next round is already due.
         expires = max(1.0, min(c.interval for c in chunk))
@@ -43,8 +45,9 @@ def check(server_ids: list[str], due_times: list[float] | None = None) -> list[r
     checked = current.checked
     targets = {sid: (checked[sid].server.address, checked[sid].server.port, checked[sid].check)
                for sid in server_ids if sid in checked}
-    results = asyncio.run(probe_many(targets))
     due = dict(zip(server_ids, due_times or (), strict=False))
+    # claimed up to a tick ahead: wait for each due time, but never longer than a tick
+    results = asyncio.run(probe_many(targets, due, max_wait=settings.VIEWLB_HEALTH_TICK))
     transitions = records.record_results(client, keys, current, results, due)
     events.save_and_announce(transitions)
     return transitions

@@ -193,10 +193,19 @@ async def _probe(address, port, check, cafile, progress: _Progress) -> CheckResu
         writer.transport.abort()  # Connection: close; no lingering TLS shutdown exchange
 
 
-async def probe_many(targets: dict[str, tuple[str, int, HealthCheck]]) -> dict[str, tuple[CheckResult, float]]:
-    """Probe every target concurrently: id -> (result, wall-clock time it was checked)."""
+async def probe_many(
+    targets: dict[str, tuple[str, int, HealthCheck]], due: dict[str, float] | None = None, max_wait: float = 0.0,
+) -> dict[str, tuple[CheckResult, float]]:
+    """Probe every target concurrently, each at its due time (waiting at most `max_wait`).
+
+    Returns id -> (result, wall-clock time it was checked).
+    """
+    due = due or {}
 
     async def one(server_id, address, port, check):
+        wait = min(due.get(server_id, 0) - time.time(), max_wait)
+        if wait > 0:
+            await asyncio.sleep(wait)
         result = await probe(address, port, check)
         return server_id, result, time.time()
 

@@ -7,7 +7,7 @@ next due time is the previous one plus the interval (no drift); a server that
 fell behind is not checked twice in a row to catch up.
 
 The ZSET follows the published snapshot: `sync()` adds new checked servers
-(due at once), drops removed ones and pulls a server forward when its interval
+(spread over their first interval), drops removed ones and pulls a server forward when its interval
 got shorter.
 """
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Claim:
 
 _CLAIM = """
 local now = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local horizon = now + tonumber(ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for i = 1, #due, 2 do
   local id, at = due[i], tonumber(due[i + 1])
@@ -73,10 +74,14 @@ return out
 """
 
 
-def claim_due(client: redis.Redis, skeys: ScheduleKeys, now: float | None = None) -> list[Claim]:
-    """Atomically take every server that is due and reschedule it."""
+def claim_due(client: redis.Redis, skeys: ScheduleKeys, now: float | None = None, lookahead: float = 0.0) -> list[Claim]:
+    """Atomically take every server due before now + lookahead and reschedule it.
+
+    With a lookahead of one tick the task waits for each server's due time
+    itself, so a check is not up to a tick late.
+    """
     now = time.time() if now is None else now
-    flat = client.eval(_CLAIM, 2, skeys.due, skeys.interval, f"{now:.6f}", CLAIM_LIMIT, "2")
+    flat = client.eval(_CLAIM, 2, skeys.due, skeys.interval, f"{now:.6f}", CLAIM_LIMIT, "2", f"{lookahead:.6f}")
     return [Claim(flat[i], float(flat[i + 1]), float(flat[i + 2])) for i in range(0, len(flat), 3)]
 
 
@@ -96,15 +101,22 @@ def sync(client: redis.Redis, skeys: ScheduleKeys, published: Published, now: fl
         pipe.hdel(skeys.interval, *gone)
     if wanted:
         pipe.hset(skeys.interval, mapping=wanted)
-        new = wanted.keys() - scheduled
+        new = sorted(wanted.keys() - scheduled)
         if new:
-            pipe.zadd(skeys.due, dict.fromkeys(new, now), nx=True)
+            pipe.zadd(skeys.due, spread(new, wanted, now), nx=True)
         shorter = {sid: now + iv for sid, iv in wanted.items() if sid in scheduled and iv < old_intervals.get(sid, iv)}
         if shorter:
             pipe.zadd(skeys.due, shorter, lt=True)  # only ever earlier: never postpone a due check
     pipe.set(skeys.synced, fingerprint)
     pipe.execute()
     return True
+
+
+def spread(server_ids: list[str], intervals: dict[str, float], now: float) -> dict[str, float]:
+    """First due times spread over one interval (HAProxy's spread-checks): 500 servers added at once
+    would otherwise all fall due in the same tick, every interval, and queue up behind each other."""
+    count = len(server_ids)
+    return {sid: now + intervals[sid] * i / count for i, sid in enumerate(server_ids)}
 
 
 def chunks(claims: list[Claim], size: int):

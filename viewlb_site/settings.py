@@ -166,6 +166,10 @@ LOGGING = {
 
 # Health checks: one beat entry fans out the checks that are due (monitoring/schedule.py).
 VIEWLB_HEALTH_TICK = float(env("VIEWLB_HEALTH_TICK", "0.5"))
+# Checks are network-bound asyncio work: a threads pool, wide enough that chunks waiting on
+# servers that hang until the timeout do not hold up the others (bench/health_scale.py).
+CELERY_WORKER_POOL = env("CELERY_WORKER_POOL", "threads")
+CELERY_WORKER_CONCURRENCY = int(env("CELERY_WORKER_CONCURRENCY", "8"))
 CELERY_BEAT_SCHEDULE = {
     "health-dispatch": {
         "task": "monitoring.tasks.dispatch_due_checks",

@@ -6,4 +6,4 @@ class BalancerConfig(AppConfig):
     verbose_name = "Load balancer"
 
     def ready(self):
-        from . import signals  # noqa: F401  (connects the audit receivers)
+        from . import checks, signals  # noqa: F401  (registers the checks, connects the audit receivers)

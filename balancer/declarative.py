@@ -1,11 +1,16 @@
 """The configuration as a YAML document: export, strict parsing with line numbers, loading.
 
 The document lists persistence policies, health checks, pools (with their
-servers) and virtual services, referring to each other by name. Parsing walks
+servers), virtual services and certificates, referring to each other by name. Parsing walks
 PyYAML's node tree rather than plain Python values so that every error can
 say `line N: path: reason`. Loading replaces the whole configuration: objects
 are matched by name, so unchanged objects keep their ids and produce no audit
 entries, and a round trip export -> apply changes nothing.
+
+Certificates carry their private key as the encrypted token (`key_encrypted`,
+Fernet under VIEWLB_CERT_KEY), so an export never writes a clear key and a
+round trip is a no-op; `key_pem` (a clear key) is accepted on apply and
+encrypted at once.
 
 The caller wraps `load_document` in a transaction; any error leaves the
 database as it was.
@@ -15,16 +20,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import yaml
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import transaction
 
 from proxyworker import config
+from proxyworker.tlsconf import CertificateError
 
+from . import certificates
 from .audit import field_changes, record
-from .models import HealthCheck, PersistencePolicy, Pool, RealServer, VirtualService
+from .models import Certificate, HealthCheck, PersistencePolicy, Pool, RealServer, VirtualService
 
-# Field kinds of the document. REF names another object (or is null); CODES is a list of HTTP statuses.
-STR, INT, FLOAT, BOOL, CODES, REF, SERVERS = "string", "integer", "number", "true or false", "codes", "ref", "servers"
+# Field kinds of the document. REF names another object (or is null); NAMES is a list of such names;
+# CODES is a list of HTTP statuses.
+STR, INT, FLOAT, BOOL, CODES, REF, NAMES, SERVERS = (
+    "string", "integer", "number", "true or false", "codes", "ref", "names", "servers"
+)
 
 
 @dataclass(frozen=True)
@@ -61,14 +71,23 @@ SECTIONS = {
         {
             "name": STR, "address": STR, "port": INT, "protocol": STR, "mode": STR, "pool": REF, "scheduler": STR,
             "persistence": REF, "persistence_group": STR, "connect_timeout": FLOAT, "idle_timeout": FLOAT,
-            "max_connections": INT, "enabled": BOOL,
+            "max_connections": INT, "enabled": BOOL, "certificates": NAMES, "backend_tls": BOOL,
+            "backend_verify": BOOL, "backend_ca": STR,
         },
         required=("name", "address", "port", "pool"),
-        refs={"pool": "pools", "persistence": "persistence_policies"},
+        refs={"pool": "pools", "persistence": "persistence_policies", "certificates": "certificates"},
+    ),
+    "certificates": Section(
+        Certificate,
+        {"name": STR, "cert_pem": STR, "chain_pem": STR, "key_encrypted": STR, "key_pem": STR},
+        required=("name", "cert_pem"),
     ),
 }
 TOP_LEVEL = ("schema", *SECTIONS)
-SINGULAR = {"persistence_policies": "persistence policy", "health_checks": "health check", "pools": "pool"}
+SINGULAR = {
+    "persistence_policies": "persistence policy", "health_checks": "health check", "pools": "pool",
+    "certificates": "certificate",
+}
 
 
 class DeclarativeError(ValueError):
@@ -151,7 +170,15 @@ def export_document() -> dict:
             }
             for pool in Pool.objects.select_related("health_check").prefetch_related("servers").order_by("name")
         ],
-        "virtual_services": [_service_values(vs) for vs in VirtualService.objects.select_related("pool", "persistence")],
+        "virtual_services": [
+            _service_values(vs)
+            for vs in VirtualService.objects.select_related("pool", "persistence").prefetch_related(
+                "certificate_links__certificate")
+        ],
+        "certificates": [
+            {"name": c.name, "cert_pem": c.cert_pem, "chain_pem": c.chain_pem, "key_encrypted": c.key_encrypted}
+            for c in Certificate.objects.order_by("name")
+        ],
     }
 
 
@@ -161,8 +188,10 @@ def _server_values(server):
 
 def _service_values(vs):
     values = vs.to_schema()
-    del values["tls"]  # certificates are not part of this document yet
+    del values["tls"]  # the same settings, flat and for every mode
     values["persistence"] = vs.persistence.name if vs.persistence else None
+    values["certificates"] = [cert.name for cert in vs.ordered_certificates()]
+    values.update({name: getattr(vs, name) for name in VirtualService.TLS_FIELDS})
     return values
 
 
@@ -178,7 +207,13 @@ def _represent_list(dumper, data):
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
+def _represent_str(dumper, data):
+    # PEM blocks as literal blocks: readable, and copied in and out without escapes.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
 _Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(str, _represent_str)
 HEADER = (
     "# viewlb configuration. Apply with: python manage.py viewlb apply -f FILE\n"
     "# Objects refer to each other by name; a missing optional field takes its default.\n"
@@ -279,6 +314,8 @@ class _Parser:
         return item
 
     def value(self, node, path, kind, model, name):
+        if kind == NAMES:
+            return self.names(node, path)
         if not isinstance(node, yaml.ScalarNode):
             if kind == CODES and isinstance(node, yaml.SequenceNode):
                 return ",".join(str(self.value(child, path, CODES, model, name)) for child in node.value)
@@ -288,15 +325,38 @@ class _Parser:
         if problem:
             raise DeclarativeError(_line(node), path, problem)
         if kind == STR:
-            allowed = [choice for choice, _label in model._meta.get_field(name).choices or ()]
+            allowed = [choice for choice, _label in _choices(model, name)]
             if allowed and value not in allowed:
                 raise DeclarativeError(_line(node), path, f"must be one of {', '.join(allowed)}, not {value!r}")
         if kind == FLOAT:
             return float(value)
         return str(value) if kind == CODES else value
 
+    def names(self, node, path) -> list[str]:
+        if isinstance(node, yaml.ScalarNode) and self.scalar(node) is None:
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            raise DeclarativeError(_line(node), path, "must be a list of names")
+        self.once(node, path)
+        names = []
+        for child in node.value:
+            value = self.scalar(child) if isinstance(child, yaml.ScalarNode) else None
+            if not isinstance(value, str):
+                raise DeclarativeError(_line(child), path, f"must be a list of names, not containing {value!r}")
+            if value in names:
+                raise DeclarativeError(_line(child), path, f"{value!r} appears twice")
+            names.append(value)
+        return names
+
     def scalar(self, node):
         return self.constructor.construct_object(node, deep=True)
+
+
+def _choices(model, name):
+    try:
+        return model._meta.get_field(name).choices or ()
+    except FieldDoesNotExist:  # document-only fields such as a certificate's key_pem
+        return ()
 
 
 def _type_problem(kind, value) -> str | None:
@@ -325,8 +385,9 @@ def _check_names(document: Document):
         for item in items:
             for ref_field, target in SECTIONS[section_name].refs.items():
                 ref = item.values.get(ref_field)
-                if ref is not None and ref not in names[target]:
-                    raise item.error(ref_field, f"no {SINGULAR[target]} named {ref!r} in this document")
+                for name in ref if isinstance(ref, list) else [ref]:
+                    if name is not None and name not in names[target]:
+                        raise item.error(ref_field, f"no {SINGULAR[target]} named {name!r} in this document")
 
 
 def _unique(items) -> set:
@@ -356,6 +417,7 @@ class _Loader:
         wanted_services = {item.name for item in sections["virtual_services"]}
         # Services first: they hold the references that protect pools and policies from deletion.
         self.delete(VirtualService.objects.exclude(name__in=wanted_services))
+        certs = {item.name: self.save_certificate(item) for item in sections["certificates"]}
         policies = self.upsert(PersistencePolicy, sections["persistence_policies"], {})
         checks = self.upsert(HealthCheck, sections["health_checks"], {})
         pools = self.upsert(Pool, sections["pools"], {"health_check": checks})
@@ -363,7 +425,9 @@ class _Loader:
             pool = pools[item.name]
             self.delete(pool.servers.exclude(name__in=[s.name for s in item.servers]))
             self.upsert(RealServer, item.servers, {}, pool=pool)
-        self.upsert(VirtualService, sections["virtual_services"], {"pool": pools, "persistence": policies})
+        self.upsert(VirtualService, sections["virtual_services"],
+                    {"pool": pools, "persistence": policies, "certificates": certs})
+        self.delete(Certificate.objects.exclude(name__in=certs))
         self.delete(Pool.objects.exclude(name__in=pools))
         self.delete(HealthCheck.objects.exclude(name__in=checks))
         self.delete(PersistencePolicy.objects.exclude(name__in=policies))
@@ -384,8 +448,12 @@ class _Loader:
     def save(self, obj, item, refs):
         before = obj.field_values() if obj.pk else None
         section = SERVER if isinstance(obj, RealServer) else next(s for s in SECTIONS.values() if s.model is type(obj))
+        linked = None
         for name, kind in section.fields.items():
             if kind == SERVERS or name == "name":
+                continue
+            if kind == NAMES:  # a service's certificates, in order; linked once the service is saved
+                linked = [refs[name][ref] for ref in item.values.get(name, [])]
                 continue
             value = item.values.get(name, _default(obj, name))
             if kind == REF:
@@ -398,13 +466,63 @@ class _Loader:
             field_name, messages = next(iter(exc.message_dict.items()))
             raise self.document.error_for(item, field_name, "; ".join(messages)) from None
         after = obj.field_values()
+        if linked is not None:
+            problem = obj.certificate_error(linked)
+            if problem:
+                raise self.document.error_for(item, "certificates", problem)
+            after["certificates"] = [cert.name for cert in linked]
         if before is None:
             obj.save()
             record(self.user, "create", obj, after, source=self.source)
         elif before != after:
             obj.save()
             record(self.user, "update", obj, field_changes(before, after), source=self.source)
+        if linked is not None and (before or {}).get("certificates") != after["certificates"]:
+            obj.set_certificates(linked)
         return obj
+
+    def save_certificate(self, item) -> Certificate:
+        obj = Certificate.objects.filter(name=item.name).first() or Certificate(name=item.name)
+        key, key_field = self.certificate_key(obj, item)
+        before, token = (obj.field_values() if obj.pk else None), obj.key_encrypted
+        given = item.values.get("key_encrypted") if key is not None else None
+        try:
+            obj.set_material(item.values["cert_pem"], item.values.get("chain_pem", ""), key, token=given)
+            obj.full_clean()
+        except ValidationError as exc:
+            field_name, messages = next(iter(exc.message_dict.items()))
+            field_name = key_field if field_name == "key_pem" else field_name
+            raise self.document.error_for(item, field_name, "; ".join(messages)) from None
+        after = obj.field_values()
+        if before is None:
+            obj.save()
+            record(self.user, "create", obj, after, source=self.source)
+        elif before != after or token != obj.key_encrypted:
+            obj.save()
+            changes = field_changes(before, after)
+            if token != obj.key_encrypted:
+                changes["private_key"] = ["(encrypted)", "(replaced, encrypted)"]
+            record(self.user, "update", obj, changes, source=self.source)
+        return obj
+
+    def certificate_key(self, obj, item) -> tuple[str | None, str]:
+        """(clear key or None to keep the stored one, the field errors about the key belong to)."""
+        values = item.values
+        if "key_pem" in values and "key_encrypted" in values:
+            raise self.document.error_for(item, "key_pem", "give key_pem (clear) or key_encrypted (as exported), not both")
+        if "key_pem" in values:
+            return values["key_pem"], "key_pem"
+        if "key_encrypted" not in values:
+            if obj.pk:
+                return None, "key_encrypted"
+            raise self.document.error_for(item, None, "needs the private key: key_pem (clear, encrypted on apply) "
+                                                      "or key_encrypted (as exported)")
+        if values["key_encrypted"] == obj.key_encrypted:
+            return None, "key_encrypted"  # as exported: the stored key, already checked
+        try:
+            return certificates.decrypt_key(values["key_encrypted"]), "key_encrypted"
+        except CertificateError as exc:
+            raise self.document.error_for(item, "key_encrypted", str(exc)) from None
 
 
 def _default(obj, name):

@@ -4,9 +4,15 @@ A snapshot is flattened into one `path: value` line per setting, with objects
 keyed by name (`virtual_services/horizon-443/port: 443`). Names cannot contain
 '/', so every line says exactly what it belongs to and a unified diff of two
 such listings is precise even without context lines.
+
+Certificates appear by fingerprint and private keys by a digest of their
+encrypted token: a diff is shown on pages and kept in the audit trail, so it
+never prints key material, and PEM blocks would not be readable anyway.
 """
 import difflib
 import json
+
+from .certificates import fingerprints, token_digest
 
 IGNORED = ("version", "author", "published_at")  # differ on every publish, say nothing about behaviour
 
@@ -14,8 +20,30 @@ IGNORED = ("version", "author", "published_at")  # differ on every publish, say 
 def flatten(snapshot: dict) -> list[str]:
     lines = []
     # An empty section says nothing a reader needs ("pools: []" vanishes once there is a pool).
-    _walk({k: v for k, v in snapshot.items() if k not in IGNORED and v not in ([], ())}, "", lines)
+    _walk({k: v for k, v in readable(snapshot).items() if k not in IGNORED and v not in ([], ())}, "", lines)
     return sorted(lines)
+
+
+def readable(snapshot: dict) -> dict:
+    """The snapshot with PEM texts as fingerprints and keys as token digests."""
+    certificates = [_readable_certificate(cert) for cert in snapshot.get("certificates", [])]
+    services = [_readable_tls(vs) for vs in snapshot.get("virtual_services", [])]
+    return {**snapshot, "certificates": certificates, "virtual_services": services}
+
+
+def _readable_certificate(cert: dict) -> dict:
+    leaf, *chain = fingerprints(cert["cert_pem"]) or [""]
+    return {
+        "name": cert["name"], "fingerprint": leaf, "chain": chain, "server_names": cert.get("server_names", []),
+        "private_key": "encrypted, " + token_digest(cert["key_pem_encrypted"]),
+    }
+
+
+def _readable_tls(vs: dict) -> dict:
+    tls = vs.get("tls")
+    if not tls or not tls.get("backend_ca"):
+        return vs
+    return {**vs, "tls": {**tls, "backend_ca": fingerprints(tls["backend_ca"])}}
 
 
 def _walk(value, path, lines):

@@ -8,18 +8,21 @@ YAML loader switches them off while it rewrites several rows and then checks
 the finished configuration as a whole.
 """
 import dataclasses
+import datetime
 import ipaddress
 import json
 
+from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from proxyworker import config
+from proxyworker import config, tlsconf
+from proxyworker.tlsconf import CertificateError
 
-from . import choices, horizon
+from . import certificates, choices, horizon
 from .validators import Between, cookie_name_validator, http_path, name_validator, parse_status_codes, positive
 
 PORT = [Between(1, 65535)]
@@ -239,6 +242,140 @@ class RealServer(ConfigObject):
         }
 
 
+class Certificate(ConfigObject):
+    """A server certificate with its chain and private key, presented by layer-7 services.
+
+    The private key is stored only as a Fernet token (VIEWLB_CERT_KEY) and is
+    never shown or exported in clear again. Subject, names, dates and the
+    fingerprint are read from the certificate when it is uploaded.
+    """
+
+    name = models.CharField(max_length=100, unique=True, validators=[name_validator])
+    cert_pem = models.TextField(
+        "certificate", help_text="PEM: the server's own certificate (a chain pasted after it is moved to the chain)."
+    )
+    chain_pem = models.TextField(
+        "chain", blank=True,
+        help_text="PEM: the intermediate certificates, each followed by the one that issued it. Empty for self-signed.",
+    )
+    key_encrypted = models.TextField(editable=False)  # Fernet token of the private key PEM; never the PEM itself
+    subject = models.CharField(max_length=500, blank=True, editable=False)
+    issuer = models.CharField(max_length=500, blank=True, editable=False)
+    names = models.JSONField("SAN names", default=list, blank=True, editable=False)
+    not_before = models.DateTimeField(null=True, blank=True, editable=False)
+    not_after = models.DateTimeField("expires", null=True, blank=True, editable=False)
+    fingerprint = models.CharField("SHA-256 fingerprint", max_length=95, blank=True, editable=False)
+    self_signed = models.BooleanField(default=False, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def get_absolute_url(self):
+        return reverse("balancer:certificate_detail", args=[self.pk])
+
+    # -- upload ------------------------------------------------------------------------------
+
+    def set_material(self, cert_text: str, chain_text: str = "", key_pem: str | None = None, now=None, token=None):
+        """Checks an upload with `tlsconf.check_certificate` and takes it; `key_pem=None` keeps the stored key.
+
+        `token` is the encrypted form of `key_pem` when the key came encrypted
+        (YAML, rollback): it is stored as it is, so the document keeps its text.
+        Raises ValidationError on the fields cert_pem, chain_pem and key_pem.
+        Returns the check's report, or None when nothing new was given (no
+        check then, so that an expired certificate can still be renamed).
+        """
+        cert_text, chain_text = _pem_text(cert_text), _pem_text(chain_text)
+        if key_pem is None:
+            if not self.key_encrypted:
+                raise ValidationError({"key_pem": "the private key is required"})
+            if (cert_text, chain_text) == (_pem_text(self.cert_pem), _pem_text(self.chain_pem)):
+                return None
+            key_pem = self.private_key_pem()
+        report = tlsconf.check_certificate(cert_text, _pem_text(key_pem), chain_text, now=now)
+        if not report.ok:
+            errors = {}
+            for field, message in report.errors:
+                errors.setdefault(field, []).append(message)
+            raise ValidationError(errors)
+        self._take(report, _pem_text(key_pem), token)
+        return report
+
+    def _take(self, report, key_pem, token):
+        same_key = bool(self.key_encrypted) and _public_key(self.cert_pem) == _public_key(report.cert_pem)
+        if not same_key:  # a fresh token for the same key would show up as a change on every upload
+            self.key_encrypted = token or certificates.encrypt_key(key_pem)
+        self.cert_pem, self.chain_pem = certificates.split_pem(report.cert_pem)
+        self.subject, self.issuer = report.subject[:500], report.issuer[:500]
+        self.names = list(report.names)
+        self.not_before, self.not_after = report.not_before, report.not_after
+        self.fingerprint, self.self_signed = report.fingerprint_sha256, report.self_signed
+
+    def private_key_pem(self) -> str:
+        """The clear key, for the checks of a new certificate only; raises ValidationError on key_pem."""
+        try:
+            return certificates.decrypt_key(self.key_encrypted)
+        except CertificateError as exc:
+            raise ValidationError({"key_pem": f"{exc}; upload the private key again"}) from None
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def days_left(self) -> int | None:
+        return (self.not_after - timezone.now()).days if self.not_after else None
+
+    @property
+    def expiry_state(self) -> str:
+        """'expired', 'soon' (within tlsconf.WARN_DAYS) or 'ok', for the badges."""
+        if self.not_after is None:
+            return "ok"
+        if self.not_after <= timezone.now():
+            return "expired"
+        return "soon" if self.days_left < tlsconf.WARN_DAYS else "ok"
+
+    def warnings(self):
+        """Dates of the leaf and the chain, missing subjectAltName: the upload check without the key."""
+        report = tlsconf.check_certificate(self.cert_pem, "", self.chain_pem)
+        problems = [message for field, message in report.errors if field != "key_pem"]
+        return [f"Certificate {self.name!r}: {message}" for message in problems + report.warnings]
+
+    def service_names(self) -> list[str]:
+        return sorted(self.virtual_services.values_list("name", flat=True))
+
+    def field_values(self) -> dict:
+        """What the audit trail records: facts about the certificate, never the key, not even encrypted."""
+        return {
+            "name": self.name, "subject": self.subject, "issuer": self.issuer, "names": list(self.names),
+            "not_before": _iso(self.not_before), "not_after": _iso(self.not_after), "fingerprint": self.fingerprint,
+            "chain": certificates.fingerprints(self.chain_pem) if self.chain_pem.strip() else [],
+        }
+
+    def to_schema(self) -> dict:
+        return {
+            "name": self.name, "cert_pem": self.cert_pem + self.chain_pem, "key_pem_encrypted": self.key_encrypted,
+            "server_names": list(self.names),
+        }
+
+
+def _pem_text(text) -> str:
+    """PEM as browsers send it (CRLF, stray blanks) made comparable."""
+    text = (text or "").replace("\r\n", "\n").strip()
+    return text + "\n" if text else ""
+
+
+def _public_key(cert_pem: str) -> bytes | None:
+    try:
+        leaf = certificates.read_certificates(cert_pem)[0]
+    except (ValueError, IndexError):
+        return None
+    return leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 class VirtualService(ConfigObject):
     name = models.CharField(max_length=100, unique=True, validators=[name_validator])
     address = models.GenericIPAddressField("listen address", help_text="IPv4 or IPv6 address the service listens on.")
@@ -261,12 +398,35 @@ class VirtualService(ConfigObject):
     idle_timeout = models.FloatField(default=3600.0, validators=[positive], help_text="Seconds.")
     max_connections = models.IntegerField(default=0, validators=[Between(0, 10_000_000)], help_text="0 = unlimited.")
     enabled = models.BooleanField(default=True)
+    # Layer 7 only (ignored and reset to the defaults for layer 4).
+    certificates = models.ManyToManyField(
+        Certificate, through="ServiceCertificate", related_name="virtual_services", blank=True,
+    )
+    backend_tls = models.BooleanField(
+        "re-encrypt to the servers", default=True,
+        help_text="Layer 7: HTTPS towards the real servers (Horizon servers expect it). Off: plain HTTP.",
+    )
+    backend_verify = models.BooleanField(
+        "verify the servers' certificates", default=False,
+        help_text="Layer 7 with re-encryption: check the servers' certificates against the CA bundle below "
+                  "(or the system's CAs when it is empty). Horizon servers often have internal certificates.",
+    )
+    backend_ca = models.TextField(
+        "CA bundle for the servers", blank=True,
+        help_text="Layer 7: PEM certificates of the CAs that issued the real servers' certificates.",
+    )
 
     class Meta:
         ordering = ["name"]
 
+    TLS_FIELDS = ("backend_tls", "backend_verify", "backend_ca")
+
     def get_absolute_url(self):
         return reverse("balancer:service_detail", args=[self.pk])
+
+    @property
+    def is_layer7(self):
+        return self.mode == choices.Mode.L7
 
     @property
     def group(self):
@@ -275,6 +435,7 @@ class VirtualService(ConfigObject):
     def clean(self):
         if self.mode == choices.Mode.L7 and self.protocol != choices.Protocol.TCP:
             raise ValidationError({"mode": "layer 7 (HTTPS) needs protocol TCP"})
+        self.clean_tls()
         if self.mode != choices.Mode.L7 and self.persistence_id and self.persistence.uses_cookie:
             raise ValidationError({"persistence": (
                 f"policy {self.persistence.name!r} uses cookie persistence, which needs layer-7 mode; "
@@ -296,6 +457,40 @@ class VirtualService(ConfigObject):
                 f"pool {self.pool.name!r} has no real servers; add one first or leave this service disabled"
             )})
 
+    def clean_tls(self):
+        if not self.is_layer7:  # layer 4 passes TLS through: these settings mean nothing there
+            self.backend_tls, self.backend_verify, self.backend_ca = True, False, ""
+            return
+        if self.backend_verify and not self.backend_tls:
+            raise ValidationError({"backend_verify": (
+                "verifying the servers' certificates needs re-encryption; turn on re-encryption or verification off"
+            )})
+        try:
+            self.backend_ca = certificates.normalise_ca_bundle(self.backend_ca)
+        except CertificateError as exc:
+            raise ValidationError({"backend_ca": str(exc)}) from None
+
+    def certificate_error(self, certs) -> str | None:
+        """Why this service cannot present `certs` (in order), or None."""
+        if self.is_layer7 and not certs:
+            return "a layer-7 service needs at least one certificate; upload or generate one under Certificates"
+        if not self.is_layer7 and certs:
+            return "only layer-7 services present certificates; set the mode to layer 7 or remove them"
+        return None
+
+    def ordered_certificates(self) -> list:
+        """The certificates in order; the first is the default, SNI looks at them in this order."""
+        return [link.certificate for link in self.certificate_links.all()] if self.pk else []
+
+    def set_certificates(self, certs):
+        ServiceCertificate.objects.filter(service=self).delete()
+        ServiceCertificate.objects.bulk_create(
+            ServiceCertificate(service=self, certificate=cert, position=i) for i, cert in enumerate(certs)
+        )
+
+    def field_values(self) -> dict:
+        return {**super().field_values(), "certificates": [c.name for c in self.ordered_certificates()]}
+
     def listen_conflict(self):
         """Another enabled service on the same address (IPv6 normalised), port and protocol."""
         try:
@@ -306,7 +501,28 @@ class VirtualService(ConfigObject):
         return next((vs for vs in others if ipaddress.ip_address(vs.address) == mine), None)
 
     def warnings(self):
-        return horizon.timeout_warnings(f"Idle timeout of virtual service {self.name!r}", self.idle_timeout)
+        found = horizon.timeout_warnings(f"Idle timeout of virtual service {self.name!r}", self.idle_timeout)
+        return found + self.certificate_warnings() if self.is_layer7 else found
+
+    def certificate_warnings(self) -> list[str]:
+        found, claimed = [], set()
+        for cert in self.ordered_certificates():
+            if cert.expiry_state != "ok":
+                when = "has expired" if cert.expiry_state == "expired" else f"expires in {cert.days_left} days"
+                found.append(f"Certificate {cert.name!r} of virtual service {self.name!r} {when}.")
+            if claimed and set(cert.names) <= claimed:
+                found.append(f"Certificate {cert.name!r} of virtual service {self.name!r} is never chosen: "
+                             "certificates before it already answer all its names.")
+            claimed |= set(cert.names)
+        return found
+
+    def tls_schema(self) -> dict | None:
+        if not self.is_layer7:
+            return None
+        return {
+            "certificates": [cert.name for cert in self.ordered_certificates()], "backend_tls": self.backend_tls,
+            "backend_verify": self.backend_verify, "backend_ca": self.backend_ca,
+        }
 
     def to_schema(self) -> dict:
         persistence = self.persistence.to_schema() if self.persistence else dataclasses.asdict(config.Persistence())
@@ -315,8 +531,26 @@ class VirtualService(ConfigObject):
             "protocol": self.protocol, "mode": self.mode, "scheduler": self.scheduler,
             "persistence": persistence, "persistence_group": self.persistence_group,
             "connect_timeout": float(self.connect_timeout), "idle_timeout": float(self.idle_timeout),
-            "max_connections": self.max_connections, "enabled": self.enabled, "tls": None,
+            "max_connections": self.max_connections, "enabled": self.enabled, "tls": self.tls_schema(),
         }
+
+
+class ServiceCertificate(models.Model):
+    """A virtual service's certificate at a position: 0 is the default, SNI looks in this order."""
+
+    service = models.ForeignKey(VirtualService, on_delete=models.CASCADE, related_name="certificate_links")
+    # PROTECT: a certificate in use cannot disappear under a running service.
+    certificate = models.ForeignKey(Certificate, on_delete=models.PROTECT, related_name="service_links")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "certificate"], name="unique_certificate_per_service"),
+        ]
+
+    def __str__(self):
+        return f"{self.service} #{self.position}: {self.certificate}"
 
 
 class ConfigVersion(models.Model):
@@ -345,7 +579,11 @@ class ConfigVersion(models.Model):
         return json.loads(self.snapshot)
 
     def snapshot_pretty(self) -> str:
-        return json.dumps(self.snapshot_dict(), indent=2, sort_keys=True)
+        """The snapshot for reading; private keys, even encrypted, are not shown."""
+        data = self.snapshot_dict()
+        for cert in data.get("certificates", []):
+            cert["key_pem_encrypted"] = "(encrypted private key, not shown)"
+        return json.dumps(data, indent=2, sort_keys=True)
 
     def to_snapshot(self) -> config.Snapshot:
         return config.Snapshot.from_json(self.snapshot)

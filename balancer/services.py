@@ -18,7 +18,7 @@ from proxyworker.config import ConfigError, Keys, Snapshot
 from . import declarative, diff
 from .audit import record
 from .choices import AdminState, AuditAction
-from .models import ConfigVersion, Pool, RealServer, VirtualService
+from .models import Certificate, ConfigVersion, Pool, RealServer, VirtualService
 
 
 class PublishError(Exception):
@@ -43,34 +43,51 @@ def redis_keys() -> Keys:
 def compile_dict(version=0, author="", published_at="") -> dict:
     """The draft as a snapshot dict, not yet validated (so an invalid draft can still be shown)."""
     pools = Pool.objects.select_related("health_check").prefetch_related("servers").order_by("name")
-    services = VirtualService.objects.select_related("pool", "persistence").order_by("name")
+    services = (VirtualService.objects.select_related("pool", "persistence")
+                .prefetch_related("certificate_links__certificate").order_by("name"))
     return {
         "version": version,
         "virtual_services": [vs.to_schema() for vs in services],
         "pools": [pool.to_schema() for pool in pools],
-        "certificates": [],
+        "certificates": [cert.to_schema() for cert in _travelling_certificates()],
         "schema": config.SCHEMA,
         "published_at": published_at,
         "author": author,
     }
 
 
+def _travelling_certificates():
+    """Only certificates that layer-7 services present go to the workers, with their encrypted keys.
+
+    Disabled services count: the schema checks every service's certificate names.
+    """
+    return Certificate.objects.filter(service_links__service__mode="l7").distinct().order_by("name")
+
+
+def validate_dict(data: dict) -> Snapshot:
+    """The schema's checks plus the console's own rules that the schema leaves to the worker; raises ConfigError."""
+    for i, vs in enumerate(data["virtual_services"]):
+        if vs["mode"] == "l7" and not (vs["tls"] or {}).get("certificates"):
+            raise ConfigError(f"virtual_services[{i}].certificates", "a layer-7 service needs at least one certificate")
+    return Snapshot.from_dict(data)
+
+
 def compile_snapshot() -> Snapshot:
     """The draft as a validated snapshot (version 0 until published); raises PublishError."""
     data = compile_dict()
     try:
-        return Snapshot.from_dict(data)
+        return validate_dict(data)
     except ConfigError as exc:
         raise PublishError(describe_config_error(exc, data)) from None
 
 
-_INDEX = re.compile(r"^(virtual_services|pools)\[(\d+)\](?:\.servers\[(\d+)\])?(?:\.([\w.]+))?$")
+_INDEX = re.compile(r"^(virtual_services|pools|certificates)\[(\d+)\](?:\.servers\[(\d+)\])?(?:\.([\w.]+))?$")
 
 
 def locate_config_error(exc: ConfigError, data: dict):
     """(section, name, field) of the object a schema error is about, in console terms.
 
-    section is 'virtual_services', 'pools' or 'servers' (name = 'pool/server'),
+    section is 'virtual_services', 'pools', 'certificates' or 'servers' (name = 'pool/server'),
     or None when the path names no single object.
     """
     match = _INDEX.match(exc.path)
@@ -89,7 +106,8 @@ def describe_config_error(exc: ConfigError, data: dict) -> str:
     section, name, field = locate_config_error(exc, data)
     if section is None:
         return str(exc)
-    kind = {"virtual_services": "virtual service", "pools": "pool", "servers": "real server"}[section]
+    kind = {"virtual_services": "virtual service", "pools": "pool", "servers": "real server",
+            "certificates": "certificate"}[section]
     return f"{kind} {name!r}: {field + ': ' if field else ''}{exc.reason}"
 
 
@@ -254,7 +272,7 @@ def apply_config(text: str, user, dry_run=False, comment="") -> tuple[list[str],
         declarative.load_document(document, user, source="yaml apply")
         data = compile_dict()
         try:
-            Snapshot.from_dict(data)
+            validate_dict(data)
         except ConfigError as exc:
             section, name, field = locate_config_error(exc, data)
             raise document.error(section, name, field, exc.reason) from None

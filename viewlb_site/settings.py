@@ -3,6 +3,8 @@
 VIEWLB_PRODUCTION=1 switches to the hardened mode (`manage.py check --deploy`
 is clean there); it then refuses to start without DJANGO_SECRET_KEY.
 """
+import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -38,6 +40,18 @@ if not SECRET_KEY:
     # Development and tests only: a key that lives as long as the process tree
     # that shares this environment. The demo script generates and exports one.
     SECRET_KEY = "insecure-dev-only-" + os.environ.setdefault("VIEWLB_DEV_KEY", os.urandom(24).hex())
+
+# Fernet key that encrypts certificate private keys at rest and in snapshots (proxyworker/tlsconf.py);
+# proxy workers read the same variable to decrypt them.
+VIEWLB_CERT_KEY = env("VIEWLB_CERT_KEY")
+if not VIEWLB_CERT_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("VIEWLB_CERT_KEY must be set when VIEWLB_PRODUCTION=1 (a Fernet key: "
+                                   "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')")
+    # Development and tests only: derived from the secret key, so it is as stable as that, and
+    # exported so that proxy workers started from this process tree can decrypt the keys.
+    VIEWLB_CERT_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"viewlb-cert-key:" + SECRET_KEY.encode()).digest()).decode()
+    os.environ.setdefault("VIEWLB_CERT_KEY", VIEWLB_CERT_KEY)
 
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")

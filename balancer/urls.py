@@ -34,6 +34,11 @@ urlpatterns = [
         "health-checks", "healthcheck", v.HealthCheckList, v.HealthCheckDetail, v.HealthCheckCreate,
         v.HealthCheckUpdate, v.HealthCheckDelete,
     ),
+    *crud(
+        "certificates", "certificate", v.CertificateList, v.CertificateDetail, v.CertificateCreate,
+        v.CertificateUpdate, v.CertificateDelete,
+    ),
+    path("certificates/generate/", v.CertificateGenerate.as_view(), name="certificate_generate"),
     path("apply/", v.ApplyView.as_view(), name="apply"),
     path("versions/", v.VersionList.as_view(), name="version_list"),
     path("versions/<int:number>/", v.VersionDetail.as_view(), name="version_detail"),

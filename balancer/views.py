@@ -15,13 +15,23 @@ from django.views.generic import CreateView, DeleteView, DetailView, FormView, L
 from . import forms, services
 from .audit import field_changes, record
 from .choices import AuditAction
-from .models import AuditEntry, ConfigVersion, HealthCheck, PersistencePolicy, Pool, RealServer, VirtualService
+from .models import (
+    AuditEntry,
+    Certificate,
+    ConfigVersion,
+    HealthCheck,
+    PersistencePolicy,
+    Pool,
+    RealServer,
+    VirtualService,
+)
 from .roles import AdminRequiredMixin, OperatorRequiredMixin, can_change_config
 
 DRAFT_NOTE = "It takes effect with the next apply."
 LIST_URLS = {
     VirtualService: "balancer:service_list", Pool: "balancer:pool_list", RealServer: "balancer:server_list",
     PersistencePolicy: "balancer:persistence_list", HealthCheck: "balancer:healthcheck_list",
+    Certificate: "balancer:certificate_list",
 }
 
 
@@ -35,10 +45,12 @@ def show_warnings(request, obj):
 
 class ConfigCreateView(AdminRequiredMixin, CreateView):
     template_name = "balancer/object_form.html"
+    title = None
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(
-            title=f"New {self.model._meta.verbose_name}", cancel_url=reverse(LIST_URLS[self.model]), **kwargs
+            title=self.title or f"New {self.model._meta.verbose_name}", cancel_url=reverse(LIST_URLS[self.model]),
+            **kwargs,
         )
 
     def form_valid(self, form):
@@ -99,7 +111,8 @@ class ServiceList(ListView):
 
 
 class ServiceDetail(DetailView):
-    queryset = VirtualService.objects.select_related("pool", "persistence")
+    queryset = VirtualService.objects.select_related("pool", "persistence").prefetch_related(
+        "certificate_links__certificate")
 
 
 class ServiceCreate(ConfigCreateView):
@@ -254,6 +267,52 @@ class HealthCheckUpdate(ConfigUpdateView):
 
 class HealthCheckDelete(ConfigDeleteView):
     model, success_url = HealthCheck, reverse_lazy("balancer:healthcheck_list")
+
+
+# --- certificates ------------------------------------------------------------
+
+
+class CertificateList(ListView):
+    queryset = Certificate.objects.annotate(service_count=Count("service_links", distinct=True))
+
+
+class CertificateDetail(DetailView):
+    model = Certificate
+
+
+class CertificateCreate(ConfigCreateView):
+    model, form_class, title = Certificate, forms.CertificateForm, "Upload a certificate"
+
+
+class CertificateGenerate(ConfigCreateView):
+    model, form_class, title = Certificate, forms.GenerateCertificateForm, "Generate a self-signed certificate"
+
+    def form_valid(self, form):
+        self.object = form.save()
+        record(self.request.user, AuditAction.CREATE, self.object, self.object.field_values(), generated="self-signed")
+        messages.success(self.request, (
+            f"Generated the self-signed certificate {self.object}. Clients will warn about it unless they trust it; "
+            f"{DRAFT_NOTE}"
+        ))
+        return redirect(self.get_success_url())
+
+
+class CertificateUpdate(ConfigUpdateView):
+    model, form_class = Certificate, forms.CertificateForm
+
+
+class CertificateDelete(ConfigDeleteView):
+    model, success_url = Certificate, reverse_lazy("balancer:certificate_list")
+
+    def form_valid(self, form):
+        users = self.object.service_names()
+        if users:
+            messages.error(self.request, (
+                f"Cannot delete certificate {self.object}: virtual service{'s' if len(users) > 1 else ''} "
+                f"{', '.join(users)} present{'' if len(users) > 1 else 's'} it. Give them another certificate first."
+            ))
+            return redirect(self.object.get_absolute_url())
+        return super().form_valid(form)
 
 
 # --- apply, versions, rollback, audit ----------------------------------------

@@ -1,5 +1,7 @@
 """Template helpers for the console: role checks, the pending-changes badge, object field tables."""
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from .. import roles, services
 
@@ -36,11 +38,15 @@ def active(context, *prefixes):
 
 
 @register.simple_tag
-def fields_of(obj, *names):
-    """[(label, shown value)] for a detail page; all editable fields when no names are given."""
+def fields_of(obj, *names, exclude=""):
+    """[(label, shown value)] for a detail page; all editable fields when no names are given.
+
+    `exclude` is a comma-separated list of fields a page shows in a section of its own.
+    """
     rows = []
+    skip = {"pool", *filter(None, exclude.split(","))}
     for field in obj._meta.concrete_fields:
-        if field.primary_key or (names and field.name not in names) or field.name == "pool":
+        if field.primary_key or (names and field.name not in names) or field.name in skip:
             continue
         if field.choices:
             value = getattr(obj, f"get_{field.name}_display")()
@@ -53,6 +59,17 @@ def fields_of(obj, *names):
             value = "—" if value in ("", None) else value
         rows.append((field.verbose_name, value, field.help_text))
     return rows
+
+
+@register.simple_tag
+def expiry_badge(cert):
+    """The certificate's expiry as a pill: expired, expiring within 30 days, or valid."""
+    state = cert.expiry_state
+    if state == "expired":
+        return format_html('<span class="pill off">expired</span>')
+    if state == "soon":
+        return format_html('<span class="pill warn">expires in {} days</span>', cert.days_left)
+    return mark_safe('<span class="pill ok">valid</span>')
 
 
 @register.filter

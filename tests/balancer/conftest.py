@@ -1,8 +1,9 @@
-"""Users for each role, a small Horizon configuration, and a clean Redis namespace per test."""
+"""Users for each role, a small Horizon configuration, certificates, and a clean Redis namespace per test."""
 import pytest
 from django.contrib.auth.models import Group
 
-from balancer.models import HealthCheck, PersistencePolicy, Pool, RealServer, VirtualService
+from balancer.models import Certificate, HealthCheck, PersistencePolicy, Pool, RealServer, VirtualService
+from tests.l7.pki import Pki
 
 PASSWORD = "correct-horse-battery"
 
@@ -12,6 +13,12 @@ def make_user(django_user_model, name, role):
     if role:
         user.groups.add(Group.objects.get(name=role))
     return user
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Hashing a password the production way takes most of a page test's time; these tests check pages."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -56,3 +63,33 @@ def horizon(db):
         persistence_group="horizon",
     )
     return {"policy": policy, "check": check, "pool": pool, "uag1": uag1, "uag2": uag2, "vip": vip}
+
+
+@pytest.fixture(scope="session")
+def pki():
+    """root -> intermediate -> leaf for horizon.example.com and view.example.com (EC keys: fast)."""
+    return Pki(("horizon.example.com", "view.example.com"))
+
+
+def make_certificate(name, cert_pem, key_pem, chain_pem=""):
+    cert = Certificate(name=name)
+    cert.set_material(cert_pem, chain_pem, key_pem)
+    cert.full_clean()
+    cert.save()
+    return cert
+
+
+@pytest.fixture
+def certificate(db, pki):
+    return make_certificate("horizon-cert", pki.leaf_pem, pki.key_pem, pki.chain_pem)
+
+
+@pytest.fixture
+def layer7(horizon, certificate):
+    """The Horizon VIP as a layer-7 service presenting `certificate`, cookie persistence."""
+    policy = PersistencePolicy.objects.create(name="jsessionid", method="cookie_learn", timeout=5400)
+    vip = horizon["vip"]
+    vip.mode, vip.persistence = "l7", policy
+    vip.save()
+    vip.set_certificates([certificate])
+    return {**horizon, "vip": vip, "certificate": certificate, "cookie_policy": policy}

@@ -23,16 +23,18 @@ def every_url(objects=None):
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_every_console_url_sends_an_anonymous_user_to_login(client, method):
     urls = list(every_url())
-    assert len(urls) >= 30
+    assert len(urls) >= 36
+    assert {"certificate_list", "certificate_create", "certificate_generate", "certificate_detail",
+            "certificate_update", "certificate_delete"} <= {name for name, _url in urls}
     for name, url in urls:
         response = getattr(client, method)(url)
         assert response.status_code == 302, name
         assert response["Location"].startswith(reverse("login") + "?next="), name
 
 
-def object_kwargs(horizon, version):
+def object_kwargs(horizon, version, certificate):
     ids = {"service": horizon["vip"].pk, "pool": horizon["pool"].pk, "server": horizon["uag1"].pk,
-           "persistence": horizon["policy"].pk, "healthcheck": horizon["check"].pk}
+           "persistence": horizon["policy"].pk, "healthcheck": horizon["check"].pk, "certificate": certificate.pk}
     objects = {}
     for pattern in balancer_urls.urlpatterns:
         prefix = pattern.name.split("_")[0]
@@ -41,9 +43,9 @@ def object_kwargs(horizon, version):
     return objects
 
 
-def test_every_page_renders_for_an_admin(admin_client, admin_user, horizon):
+def test_every_page_renders_for_an_admin(admin_client, admin_user, horizon, certificate):
     version = services.publish(admin_user, "v1")
-    for name, url in every_url(object_kwargs(horizon, version)):
+    for name, url in every_url(object_kwargs(horizon, version, certificate)):
         if name == "server_state":
             continue  # POST only
         response = admin_client.get(url)

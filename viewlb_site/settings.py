@@ -176,6 +176,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # A beat tick every half second would bury the health transitions in
+    # "task received / succeeded" lines.
+    "loggers": {
+        name: {"level": env("CELERY_TASK_LOG_LEVEL", "WARNING")}
+        for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+    },
 }
 
 # Health checks: one beat entry fans out the checks that are due (monitoring/schedule.py).

@@ -30,7 +30,6 @@ from proxyworker.messages import SESSIONS_GROUP, STATS_GROUP
 
 from . import drain, overview, sources, tables
 from .buffers import WATCH_CAP, EventsBuffer, SessionsBuffer
-from .forms import SessionFilterForm
 from .messages import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from .rates import StatsTracker
 
@@ -176,8 +175,11 @@ class SessionsConsumer(LiveConsumer):
 
     async def prepare(self) -> bool:
         snapshot = await asyncio.to_thread(_snapshot)
-        form = SessionFilterForm(_query(self.scope), snapshot)
-        self.filter = form.filter() if form.is_valid() else sources.Filter()
+        # The page validated the filter for its user; here it only selects rows, so a VIP or server that
+        # left the configuration since simply matches what the workers still report for it.
+        query = _query(self.scope)
+        self.filter = sources.Filter.resolve(snapshot, **{name: query.get(name, "")[:200]
+                                                          for name in ("vs", "server", "client")})
         self.groups = tables.persistent_services(snapshot)
         self.buffer = SessionsBuffer(self.filter)
         self.watched_persist: list[tuple[str, str]] = []

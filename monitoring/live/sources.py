@@ -36,7 +36,7 @@ from proxyworker.config import Keys, Snapshot
 
 PAGE_SIZE = 50
 BUDGET_SECONDS = 0.5  # a filtered page scans at most this long before offering "continue"
-FIRST_COUNT, MAX_COUNT = 200, 5000  # SCAN COUNT hints: small first, growing while few keys match
+FIRST_COUNT, MAX_COUNT = 200, 5000  # SCAN COUNT hints: small first (one page), doubling while a page fills
 AGGREGATE_COUNT = 5000
 CACHE_MIN_SECONDS = 1.0
 CACHE_COST_FACTOR = 5  # an aggregate that took t seconds is reused for 5 t: at most ~20 % of a thread
@@ -176,8 +176,7 @@ def collect(sources: list[tuple[str, Scan]], token: str | None, size: int = PAGE
             if next_cursor == 0:
                 break
             cursor = next_cursor
-            if not matches:
-                count = min(count * 2, MAX_COUNT)
+            count = min(count * 2, MAX_COUNT)  # fewer round trips the longer a filter has to look
             if clock() > deadline:
                 page.budget_hit = True
                 page.next_token = encode_token(name, cursor, count, 0)

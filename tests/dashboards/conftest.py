@@ -44,7 +44,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
 
             wait_for(applied, timeout=15, message=f"the worker to apply version {version}")
             yield Stack(url=url, vip_port=vip_port, username="dash-admin", backends=backends, servers=servers,
-                        worker_id=worker.name, processes=processes)
+                        worker_id=worker.name, processes=processes, cookie=login_cookie(admin))
         finally:
             for process in reversed(processes):
                 process.stop()
@@ -56,6 +56,16 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
                 client.delete(key)
             for key in client.scan_iter(match=keys.persist_pattern(), count=1000):
                 client.delete(key)
+
+
+def login_cookie(user) -> str:
+    """Made here, before Playwright runs an event loop in this thread (the ORM refuses to run beside one)."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
 
 
 @pytest.fixture(scope="package")
@@ -87,3 +97,9 @@ def login(stack, browser):
     yield open_page
     for context in contexts:
         context.close()
+
+
+@pytest.fixture(scope="package")
+def session_cookie(stack):
+    """The Cookie header of a logged-in admin session, for WebSocket clients that are not a browser."""
+    return stack.cookie

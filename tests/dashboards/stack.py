@@ -96,6 +96,7 @@ class Stack:
     servers: dict  # name -> RealServer pk
     worker_id: str
     processes: list[Process] = field(default_factory=list)
+    cookie: str = ""  # "sessionid=..." of the admin, for WebSocket clients
 
     def connect(self, source: str | None = None) -> tuple[socket.socket, str]:
         """A client connection through the worker; returns it and the name of the server it reached."""

@@ -1,7 +1,10 @@
 """Dashboard pages. Each renders its current state from Redis and the database; the page's script
 then opens the matching WebSocket (consumers.py) and applies live deltas."""
+import functools
 import time
 
+import redis
+from django.conf import settings
 from django.shortcuts import get_object_or_404, render
 
 from balancer.models import RealServer
@@ -15,10 +18,26 @@ from .forms import SessionFilterForm
 RECENT_EVENTS = 50
 
 
+def needs_redis(view):
+    """Redis holds everything these pages show: without it, say so plainly (503) instead of a server error."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except redis.RedisError as exc:
+            return render(request, "live/unavailable.html", {"error": exc, "redis_url": settings.REDIS_URL},
+                          status=503)
+
+    return wrapper
+
+
+@needs_redis
 def overview_page(request):
     return render(request, "live/overview.html", {"overview": overview.build()})
 
 
+@needs_redis
 def sessions_page(request):
     current = published.load()
     snapshot = current.snapshot if current else None
@@ -34,6 +53,7 @@ def sessions_page(request):
     })
 
 
+@needs_redis
 def drain_list(request):
     client, keys = published.redis_client(), published.keys()
     servers = list(RealServer.objects.select_related("pool").order_by("pool__name", "name"))
@@ -45,6 +65,7 @@ def drain_list(request):
     return render(request, "live/drain_list.html", {"rows": rows})
 
 
+@needs_redis
 def drain_page(request, pk):
     server = get_object_or_404(RealServer.objects.select_related("pool"), pk=pk)
     verdict, sample = drain.status(server.server_id, server.address, server.admin_state)
@@ -56,6 +77,7 @@ def drain_page(request, pk):
     })
 
 
+@needs_redis
 def health_page(request):
     current = published.load()
     snapshot = current.snapshot if current else None

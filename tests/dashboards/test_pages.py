@@ -172,3 +172,13 @@ def test_the_health_page_lists_servers_and_events(admin, redis_client, keys):
         ["web/s1", "web/s2"]
     assert "no check yet" in html and "3 failed checks in a row: connection refused" in html
     assert reverse("monitoring:events") in html
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_without_redis_a_page_says_so(admin, settings, name):
+    from tests.conftest import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    response = admin.get(reverse(name))
+    assert response.status_code == 503
+    assert f"Redis at {settings.REDIS_URL} did not answer" in response.content.decode()

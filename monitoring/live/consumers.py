@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import time
-from contextlib import suppress
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -40,6 +39,7 @@ POLL_SECONDS = 2.0
 POLL_COST_FACTOR = 5
 POLL_SOON_SECONDS = 0.5  # an event may bring the next poll forward, but not closer than this
 STATS_EVERY = 1.0  # charts get a point at least this often, even when no worker changed
+SILENT_WORKERS_SECONDS = 3.0  # longer than a worker's 2 s "sign of life" stats interval
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -70,8 +70,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if self._task is not None:
             self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # also a send that failed on a closed socket
         if self._joined:
             for group in self.joins:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -140,6 +139,7 @@ class OverviewConsumer(LiveConsumer):
         self.state = None
         self.stats_dirty = False
         self.stats_sent = 0.0
+        self.opened_at = time.time()
         return True
 
     async def stats_batch(self, message):
@@ -157,7 +157,10 @@ class OverviewConsumer(LiveConsumer):
     def take(self) -> dict | None:
         now = time.time()
         message = {"type": "overview.update", "at": now}
-        if self.stats_dirty or now - self.stats_sent >= STATS_EVERY:
+        # Until a worker has been heard from (idle ones report every 2 s), the page's server-rendered
+        # counts are better than sums over nobody.
+        heard = bool(self.tracker.workers) or now - self.opened_at > SILENT_WORKERS_SECONDS
+        if heard and (self.stats_dirty or now - self.stats_sent >= STATS_EVERY):
             message["stats"] = self.tracker.totals(now)
             self.stats_dirty, self.stats_sent = False, now
         if self.state is not None:

@@ -33,6 +33,7 @@ class LiveStats(TypedDict):
     services: dict[str, ServiceLive]
     servers: dict[str, ServerLive]
     workers: list[str]  # the workers these sums are over
+    rates_ready: bool  # every one of them sent two batches (a rate needs two)
 
 
 class ServerState(TypedDict):

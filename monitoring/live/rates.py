@@ -40,7 +40,8 @@ class StatsTracker:
 
     def totals(self, now: float) -> dict:
         """{"services": {vs: {active, conn_rate, bytes_in_rate, bytes_out_rate, refused_rate}},
-        "servers": {id: {active, failed}}, "workers": [ids]} over the workers heard from recently."""
+        "servers": {id: {active, failed}}, "workers": [ids], "rates_ready": bool} over the workers heard
+        from recently."""
         services: dict[str, dict] = {}
         servers: dict[str, dict] = {}
         live = {wid: w for wid, w in self.workers.items() if now - w.at <= self.stale_seconds}
@@ -61,7 +62,9 @@ class StatsTracker:
         for values in services.values():
             for name in ("conn_rate", "bytes_in_rate", "bytes_out_rate", "refused_rate"):
                 values[name] = round(values[name], 2)
-        return {"services": services, "servers": servers, "workers": sorted(live)}
+        # Rates need two batches of a worker; until every live worker sent two, they are too low.
+        ready = all(worker.rates or not worker.services for worker in live.values())
+        return {"services": services, "servers": servers, "workers": sorted(live), "rates_ready": ready}
 
 
 def _rates(previous: _WorkerStats, current: _WorkerStats) -> dict[str, dict[str, float]]:

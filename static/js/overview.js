@@ -44,6 +44,11 @@
       const s = stats.services[name] || { active: 0, conn_rate: 0, bytes_in_rate: 0, bytes_out_rate: 0 };
       total += s.active;
       L.field(card, "active", s.active);
+      card.querySelectorAll("tr[data-server]").forEach(function (row) {
+        const server = stats.servers[row.dataset.server];
+        L.field(row, "sessions", server ? server.active : 0);
+      });
+      if (!stats.rates_ready) return; // a rate needs two batches of each worker
       L.field(card, "conn_rate", s.conn_rate.toFixed(1));
       L.field(card, "bytes_in_rate", L.rate(s.bytes_in_rate));
       L.field(card, "bytes_out_rate", L.rate(s.bytes_out_rate));
@@ -55,10 +60,6 @@
         if (chart.data[0].length > HISTORY) chart.data.forEach((series) => series.shift());
         chart.plot.setData(chart.data);
       }
-      card.querySelectorAll("tr[data-server]").forEach(function (row) {
-        const server = stats.servers[row.dataset.server];
-        L.field(row, "sessions", server ? server.active : 0);
-      });
     });
     const totalEl = document.getElementById("total-active");
     if (totalEl) totalEl.textContent = total;

@@ -20,10 +20,13 @@ def test_rates_are_per_worker_differences_summed_over_workers():
     t = StatsTracker()
     t.add(stats("a", 100.0, total=10, bytes_in=1000, active=1, servers={"p/s1": {"active": 1, "total": 10, "failed": 0}}))
     t.add(stats("b", 100.5, total=0, active=2, servers={"p/s1": {"active": 2, "total": 0, "failed": 1}}))
-    assert t.totals(101.0)["services"]["vip"]["conn_rate"] == 0.0  # one batch per worker: no rate yet
-    t.add(stats("a", 102.0, total=30, bytes_in=5000, active=3))
-    t.add(stats("b", 100.75, total=5, active=2))
-    vip = t.totals(102.0)["services"]["vip"]
+    first = t.totals(101.0)
+    assert first["services"]["vip"]["conn_rate"] == 0.0 and not first["rates_ready"]  # one batch each: no rate yet
+    t.add(stats("a", 102.0, total=30, bytes_in=5000, active=3, servers={"p/s1": {"active": 3, "total": 30, "failed": 0}}))
+    t.add(stats("b", 100.75, total=5, active=2, servers={"p/s1": {"active": 0, "total": 5, "failed": 1}}))
+    both = t.totals(102.0)
+    vip = both["services"]["vip"]
+    assert both["rates_ready"] and both["servers"] == {"p/s1": {"active": 3, "failed": 1}}
     assert vip["conn_rate"] == 10.0 + 20.0 and vip["bytes_in_rate"] == 2000.0 and vip["active"] == 5
 
 
@@ -34,7 +37,7 @@ def test_a_restarted_worker_gives_no_negative_rate_and_a_silent_worker_drops_out
     assert t.totals(101.0)["services"]["vip"]["conn_rate"] == 0.0
     t.add(stats("a", 100.5, total=999))  # older than what we have: ignored
     assert t.workers["a"].services["vip"]["total"] == 3
-    assert t.totals(107.5) == {"services": {}, "servers": {}, "workers": []}
+    assert t.totals(107.5) == {"services": {}, "servers": {}, "workers": [], "rates_ready": True}
 
 
 def session(n, server="p/s1", client="10.0.0.1"):

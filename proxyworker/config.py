@@ -253,6 +253,8 @@ class Snapshot:
             listening[vs.listen_key] = vs.name
             if not self.pool(vs.pool).servers:
                 raise ConfigError(path + ".pool", f"pool {vs.pool!r} has no real servers")
+            if vs.persistence.method != "none":
+                _distinct_hosts(path + ".pool", self.pool(vs.pool))
 
 
 # --- Redis names, shared by every writer and reader -------------------------
@@ -386,6 +388,22 @@ def _address(path, value):
 def _name(path, value):
     if not value or len(value) > 100 or any(c in value for c in ":/ \t\n"):
         raise ConfigError(path, f"{value!r} must be 1-100 characters without spaces, ':' or '/'")
+
+
+def _distinct_hosts(path, pool):
+    """Persistence remembers the server *host* (so that a client's ports follow each
+    other), so servers of a persistent pool that share an address cannot be told apart."""
+    seen = {}
+    for server in pool.servers:
+        host = str(ipaddress.ip_address(server.address))
+        if host in seen:
+            raise ConfigError(
+                path,
+                f"servers {seen[host]!r} and {server.name!r} of pool {pool.name!r} share the address {host}: "
+                "persistence remembers the server address (so that a client's ports follow each other), "
+                "so give each server its own address or use no persistence",
+            )
+        seen[host] = server.name
 
 
 def _unique(path, names):

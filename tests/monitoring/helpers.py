@@ -2,7 +2,16 @@
 import json
 import time
 
+import pytest
+
 from proxyworker.config import HealthCheck, Pool, RealServer, Snapshot
+
+# Tests with a real Celery worker need committed data, so they are transactional; a
+# transactional test ends with a flush that also empties what data migrations created
+# (the console's role groups). `serialized_rollback` keeps that flush from re-creating
+# content types under new ids, and the `restore_migrated_data` fixture puts the migrated
+# rows back when the module is done, so that later tests in the same process find them.
+TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 _version = [0]
 

@@ -100,3 +100,17 @@ def test_stale_means_older_than_three_intervals_and_at_least_ten_seconds(interva
 def _row(html, server_id):
     start = html.index(f'data-server="{server_id}"')
     return html[start : html.index("</tr>", start)]
+
+
+def test_the_pool_page_shows_the_health_panel(admin_client, redis_client, keys, clean):
+    from balancer.models import Pool
+
+    web = Pool.objects.create(name="web")
+    publish(redis_client, keys, pool("web", {"cs1": 1}, HealthCheck(type="https")))
+    current = published.load(redis_client, keys)
+    records.record_results(redis_client, keys, current, {"web/cs1": (CheckResult("drain", 503, 7.25), time.time())})
+    event("web/cs1", from_state="up", to_state="drain", reason="answered 503: quiesced, draining")
+    page = admin_client.get(web.get_absolute_url()).content.decode()
+    panel = page[page.index('class="pool-health"'):]
+    assert ">drain<" in _row(panel, "web/cs1") and "7.3 ms" in _row(panel, "web/cs1")
+    assert "answered 503: quiesced, draining" in panel

@@ -8,9 +8,9 @@ from monitoring import services
 from proxyworker.config import HealthCheck
 
 from .celeryproc import CeleryWorker
-from .helpers import pool, publish, wait_for
+from .helpers import TRANSACTIONAL, pool, publish, wait_for
 
-pytestmark = [pytest.mark.xdist_group("monitoring-celery"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.xdist_group("monitoring-celery"), TRANSACTIONAL, pytest.mark.usefixtures("restore_migrated_data")]
 
 
 def test_health_turns_stale_when_the_worker_stops(django_db_blocker, servers, redis_client, keys, tmp_path):

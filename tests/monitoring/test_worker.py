@@ -8,6 +8,7 @@ import time
 
 import pytest
 from channels.layers import get_channel_layer
+from django.urls import reverse
 
 from monitoring.messages import HEALTH_GROUP
 from monitoring.models import HealthEvent
@@ -15,9 +16,9 @@ from proxyworker.config import HealthCheck
 from tests.conftest import free_port
 
 from .celeryproc import CeleryWorker, ServerProcess
-from .helpers import detail, pool, publish, wait_for
+from .helpers import TRANSACTIONAL, detail, pool, publish, wait_for
 
-pytestmark = [pytest.mark.xdist_group("monitoring-celery"), pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.xdist_group("monitoring-celery"), TRANSACTIONAL, pytest.mark.usefixtures("restore_migrated_data")]
 
 FAST = dict(interval=1.0, timeout=0.5, rise=1, fall=1)
 FAILOVER = dict(interval=1.0, timeout=0.5, rise=2, fall=2)  # the issue's bound: down within 3 s
@@ -77,7 +78,7 @@ def test_each_check_type_against_real_servers(worker, servers, redis_client, key
 def test_a_killed_server_is_down_within_the_bound_and_returns_after_rise(worker, redis_client, keys):
     port = free_port()
     server = ServerProcess("http", port).start()
-    layer, channel = subscribe_health_group()
+    listener = GroupListener()
     try:
         publish(redis_client, keys, pool("farm", {"cs1": port}, HealthCheck(type="http", **FAILOVER)))
         wait_for(lambda: (detail(redis_client, keys, "farm/cs1") or {}).get("ok", 0) >= 2, timeout=10)
@@ -93,7 +94,7 @@ def test_a_killed_server_is_down_within_the_bound_and_returns_after_rise(worker,
         down = wait_for(lambda: HealthEvent.objects.filter(server_id="farm/cs1", to_state="down").first())
         assert (down.pool, down.server_name, down.from_state) == ("farm", "cs1", "up")
         assert down.reason == "2 failed checks in a row: connection refused"
-        message = receive(layer, channel, lambda m: m["server"] == "farm/cs1" and m["to"] == "down")
+        message = listener.receive(lambda m: m["server"] == "farm/cs1" and m["to"] == "down")
         assert message["type"] == "health.event" and message["from"] == "up"
 
         server = ServerProcess("http", port).start()
@@ -107,6 +108,7 @@ def test_a_killed_server_is_down_within_the_bound_and_returns_after_rise(worker,
         pubsub.close()
     finally:
         server.kill()
+        listener.close()
 
 
 def test_a_quiesced_server_drains_within_the_bound(worker, servers, redis_client, keys):
@@ -125,45 +127,61 @@ def test_a_quiesced_server_drains_within_the_bound(worker, servers, redis_client
     wait_for(lambda: redis_client.hget(keys.health, "uags/uag1") == "up", timeout=5)
 
 
-def test_admin_drain_from_the_console_is_published_within_a_tick(worker, servers, redis_client, keys):
+def test_drain_and_enable_buttons_of_the_pool_page_are_published_within_a_tick(worker, servers, redis_client, keys,
+                                                                                admin_client):
+    from balancer.models import Pool, RealServer
+
     cs = servers.start("http")
+    server = RealServer.objects.create(pool=Pool.objects.create(name="cs"), name="cs1", address="127.0.0.1",
+                                       port=cs.port)
     publish(redis_client, keys, pool("cs", {"cs1": cs.port}, HealthCheck(type="http", interval=30.0)))
     wait_for(lambda: (detail(redis_client, keys, "cs/cs1") or {}).get("outcome") == "up", timeout=10)
-    # what balancer.services.set_admin_state does: no apply, no new snapshot
-    redis_client.hset(keys.admin, "cs/cs1", "drain")
-    redis_client.publish(keys.health, "cs/cs1")
-    changed = time.monotonic()
+    page = admin_client.get(server.pool.get_absolute_url()).content.decode()
+    assert 'name="state" value="drain"' in page and 'data-server="cs/cs1"' in page
+
+    admin_client.post(reverse("balancer:server_state", args=[server.pk]), {"state": "drain"})
+    clicked = time.monotonic()
     wait_for(lambda: redis_client.hget(keys.health, "cs/cs1") == "drain", timeout=5)
-    assert time.monotonic() - changed < 2.0  # a tick, not the 30 s check interval
+    assert time.monotonic() - clicked < 2.0  # a tick, not the 30 s check interval
     event = wait_for(lambda: HealthEvent.objects.filter(server_id="cs/cs1").first())
     assert (event.from_state, event.to_state, event.reason) == ("up", "drain", "admin: drain")
-    redis_client.hset(keys.admin, "cs/cs1", "enabled")
+
+    admin_client.post(reverse("balancer:server_state", args=[server.pk]), {"state": "enabled"})
     wait_for(lambda: redis_client.hget(keys.health, "cs/cs1") == "up", timeout=5)
+    page = admin_client.get(server.pool.get_absolute_url()).content.decode()
+    assert "admin: enabled" in page  # the panel's recent events
     redis_client.hdel(keys.admin, "cs/cs1")
 
 
 # --- helpers -------------------------------------------------------------------
 
 
-def subscribe_health_group():
-    layer = get_channel_layer()
+class GroupListener:
+    """A member of the Channels group `health`, on its own event loop, like a dashboard consumer."""
 
-    async def join():
-        channel = await layer.new_channel()
-        await layer.group_add(HEALTH_GROUP, channel)
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.layer = get_channel_layer()
+        self.channel = self.loop.run_until_complete(self._join())
+
+    async def _join(self):
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(HEALTH_GROUP, channel)
         return channel
 
-    return layer, asyncio.run(join())
+    def receive(self, match, timeout=5.0):
+        async def until_match():
+            while True:
+                message = await self.layer.receive(self.channel)
+                if match(message):
+                    return message
 
+        return self.loop.run_until_complete(asyncio.wait_for(until_match(), timeout))
 
-def receive(layer, channel, match, timeout=5.0):
-    async def until_match():
-        while True:
-            message = await layer.receive(channel)
-            if match(message):
-                return message
-
-    return asyncio.run(asyncio.wait_for(until_match(), timeout))
+    def close(self):
+        self.loop.run_until_complete(self.layer.group_discard(HEALTH_GROUP, self.channel))
+        self.loop.run_until_complete(self.layer.close_pools())
+        self.loop.close()
 
 
 def drain_pubsub(pubsub, timeout=0.5):

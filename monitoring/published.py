@@ -7,6 +7,7 @@ state is "up" unless an administrator says otherwise).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ class Published:
     snapshot: Snapshot
     targets: dict[str, Target]
 
-    @property
-    def checked(self) -> dict[str, Target]:
+    @functools.cached_property
+    def checked(self) -> dict[str, Target]:  # computed once per published text, asked for per server
         return {sid: t for sid, t in self.targets.items() if t.check}
 
     def pool_targets(self, pool: str) -> list[Target]:

@@ -90,8 +90,10 @@ def test_a_server_can_be_stopped_and_started_while_the_others_serve(farm):
 
 def test_sigterm_stops_every_server_and_removes_the_description(tmp_path):
     out = tmp_path / "farm.json"
-    proc = subprocess.Popen([sys.executable, "-m", "demo.farm", "--servers", "2", "--base-address", "127.0.0.1",
-                             "--address-step", "0", "--port-step", "1", "--https-port", str(free_port()),
+    # Distinct addresses and a port checked free on each: with --port-step the second
+    # server's port was never checked and could be taken.
+    proc = subprocess.Popen([sys.executable, "-m", "demo.farm", "--servers", "2", "--base-address", ADDRESSES[0],
+                             "--https-port", str(common_free_port()),
                              "--tcp-ports", "", "--udp-ports", "", "--cert-dir", str(tmp_path), "--out", str(out)],
                             cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, text=True)
     while "description in" not in (line := proc.stdout.readline()):

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Pool, RealServer, VirtualService
+from .config import Certificate, Pool, RealServer, VirtualService
 from .persistence import PersistenceTable, SharedPersistence, client_key
 from .scheduler import candidates
 from .state import ServerStates
@@ -51,6 +51,7 @@ class Service:
     scheduler: object
     counters: Counters
     by_host: dict[str, list[RealServer]] = field(default_factory=dict)
+    certificates: tuple[Certificate, ...] = ()  # layer 7: the snapshot certificates this VIP presents
 
     def __post_init__(self):
         for server in self.pool.servers:

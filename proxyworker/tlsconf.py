@@ -131,6 +131,7 @@ class SniSelector:
 
     def __init__(self, default: ssl.SSLContext):
         self.default = default
+        self.count = 1
         self.exact: dict[str, ssl.SSLContext] = {}
         self.wildcard: dict[str, ssl.SSLContext] = {}
 
@@ -157,7 +158,19 @@ class SniSelector:
 
 
 def server_context(tls: Tls, certificates: Iterable[Certificate], cert_key: bytes | str) -> ssl.SSLContext:
-    """The context a layer-7 listener wraps its connections with; SNI switches certificates."""
+    """A context presenting the VIP's certificates; with several, SNI switches between them."""
+    selector = sni_selector(tls, certificates, cert_key)
+    if selector.count > 1:
+        selector.default.sni_callback = selector
+    return selector.default
+
+
+def sni_selector(tls: Tls, certificates: Iterable[Certificate], cert_key: bytes | str) -> SniSelector:
+    """One context per certificate of the VIP, chosen by server name (the first is the default).
+
+    A listener installs the selector as the SNI callback of the context it gave
+    the event loop, and swaps in a new selector when the certificates change.
+    """
     by_name = {c.name: c for c in certificates}
     if not tls.certificates:
         raise CertificateError("a layer-7 service needs at least one certificate")
@@ -172,9 +185,8 @@ def server_context(tls: Tls, certificates: Iterable[Certificate], cert_key: byte
     selector = SniSelector(contexts[0][0])
     for ctx, names in contexts:
         selector.add(names, ctx)
-    if len(contexts) > 1:
-        contexts[0][0].sni_callback = selector
-    return contexts[0][0]
+    selector.count = len(contexts)
+    return selector
 
 
 def backend_context(tls: Tls) -> ssl.SSLContext | None:

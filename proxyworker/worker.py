@@ -22,9 +22,10 @@ import redis.asyncio as aioredis
 
 from .config import ConfigError, Keys, Snapshot
 from .dispatch import Counters, Dispatcher, ServerCounters, Service
+from .l7.listener import L7Listener
 from .persistence import PersistenceTable, SharedPersistence
 from .scheduler import make_scheduler
-from .server import listener_class
+from .server import listener_class, register_listener
 from .state import ServerStates
 
 log = logging.getLogger("proxyworker")
@@ -32,6 +33,8 @@ log = logging.getLogger("proxyworker")
 SWEEP_SECONDS = 1.0
 REFRESH_SECONDS = 1.0
 RETRY_LISTENERS_SECONDS = 5.0
+
+register_listener("l7", "tcp", L7Listener)
 
 
 @dataclass
@@ -141,6 +144,7 @@ class Worker:
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let connections finish up to the deadline, then cut the rest."""
+        self._wanted = {}  # the listener retry must not reopen what is being closed
         for listener in self.listeners.values():
             try:
                 listener.close()
@@ -204,7 +208,8 @@ class Worker:
         else:
             scheduler = make_scheduler(vs.scheduler)
         counters = self.counters.setdefault(vs.name, Counters())
-        return Service(vs, pool, scheduler, counters)
+        certificates = tuple(c for c in snapshot.certificates if vs.tls and c.name in vs.tls.certificates)
+        return Service(vs, pool, scheduler, counters, certificates=certificates)
 
     def _close_unwanted(self, wanted) -> int:
         closed = 0

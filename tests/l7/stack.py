@@ -104,13 +104,16 @@ class _H11Server(asyncio.Protocol):
             elif isinstance(event, h11.Data):
                 self.body += event.data
             elif isinstance(event, h11.EndOfMessage):
-                self._answer()
+                if not self._answer():
+                    self.transport.close()
+                    return
                 if self.conn.our_state is h11.MUST_CLOSE:
                     self.transport.close()
                     return
                 self.conn.start_next_cycle()
 
-    def _answer(self):
+    def _answer(self) -> bool:
+        """Answers the request; False when the connection must end (a misbehaving answer)."""
         request = self.request
         seen = {"method": request.method.decode(), "target": request.target.decode(), "body": self.body.decode("latin-1"),
                 "headers": [[k.decode(), v.decode("latin-1")] for k, v in request.headers]}
@@ -118,7 +121,7 @@ class _H11Server(asyncio.Protocol):
         if request.target == b"/bad-framing":  # a server that sends both Content-Length and chunked
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  b"0\r\n\r\n")
-            return
+            return False
         if request.target.startswith(b"/cookie/"):
             value = request.target.rsplit(b"/", 1)[1]
             extra = [("Set-Cookie", b"JSESSIONID=" + value + b"; Path=/")]
@@ -128,7 +131,10 @@ class _H11Server(asyncio.Protocol):
         self.transport.write(self.conn.send(h11.Response(status_code=200, headers=[
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("X-Server", self.backend.name)] + extra)))
-        self.transport.write(self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage()))
+        if request.method != b"HEAD":
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        return True
 
 
 @dataclass

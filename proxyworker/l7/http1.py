@@ -72,6 +72,7 @@ class RequestHead:
     keep_alive: bool = True
     upgrade: bytes = b""  # the Upgrade value when this is an accepted-kind Upgrade request
     tunnel: bool = False  # a Horizon tunnel: passthrough after this head
+    connection: frozenset = frozenset()  # the Connection header's tokens, lower case
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         return _get(self.headers, name, default)
@@ -89,6 +90,7 @@ class ResponseHead:
     framing: str  # "none", "length", "chunked", "close" (until the server closes) or "passthrough"
     content_length: int = 0
     keep_alive: bool = True
+    connection: frozenset = frozenset()  # the Connection header's tokens, lower case
 
     @property
     def interim(self) -> bool:  # 100 Continue, 103 Early Hints: the final response follows
@@ -140,11 +142,37 @@ def _get_all(headers, name):
 
 
 def connection_tokens(headers) -> set[bytes]:
+    return _tokens(_get_all(headers, b"connection"))
+
+
+def _tokens(values) -> set[bytes]:
     tokens = set()
-    for value in _get_all(headers, b"connection"):
+    for value in values:
         tokens.update(t.strip().lower() for t in value.split(b","))
     tokens.discard(b"")
     return tokens
+
+
+# The fields that decide framing and routing, collected in one pass over the head.
+_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
+
+
+def _index(headers, check_names: bool) -> dict[bytes, list[bytes]]:
+    """name -> values for `_FIELDS`; with `check_names`, refuses names that imitate framing fields."""
+    found = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _FIELDS:
+            values = found.get(lname)
+            if values is None:
+                found[lname] = [value]
+            else:
+                values.append(value)
+        elif check_names and b"_" in name and lname.replace(b"_", b"-") in FRAMING_NAMES:
+            # Servers behind CGI-style gateways read `Transfer_Encoding` as HTTP_TRANSFER_ENCODING and
+            # `X_Forwarded_For` as HTTP_X_FORWARDED_FOR: refused, as nginx and Apache drop them.
+            raise FramingError(f"header name {name.decode('latin-1')!r} imitates a framing field")
+    return found
 
 
 # --- the head, common to both directions ------------------------------------------
@@ -244,10 +272,10 @@ class _Framer:
         headers, collector.headers = collector.headers, []  # the witness may go on to see trailers
         return headers
 
-    def _body_framing(self, headers, version: bytes):
-        """("none"|"length"|"chunked", length) from already-parsed headers; raises on ambiguity."""
-        lengths = _get_all(headers, b"content-length")
-        codings = _get_all(headers, b"transfer-encoding")
+    def _body_framing(self, index, version: bytes):
+        """("none"|"length"|"chunked", length) from the indexed header fields; raises on ambiguity."""
+        lengths = index.get(b"content-length", ())
+        codings = index.get(b"transfer-encoding", ())
         if len(lengths) > 1:
             raise FramingError("more than one Content-Length")
         if len(codings) > 1:
@@ -408,6 +436,8 @@ class RequestParser(_Framer):
         return events
 
     def _read_head(self) -> RequestHead | None:
+        if not self.buf:
+            return None
         # RFC 9112 2.2: ignore empty lines before a request line (some clients send CRLF after a body)
         while self.buf[:2] == b"\r\n":
             del self.buf[:2]
@@ -431,36 +461,28 @@ class RequestParser(_Framer):
     def _request_head(self, method, target, version, headers) -> RequestHead:
         if method == b"CONNECT":
             raise MethodNotAllowed("CONNECT is not served by a reverse proxy")
-        _check_names(headers)
-        hosts = _get_all(headers, b"host")
+        index = _index(headers, check_names=True)
+        hosts = index.get(b"host", ())
         if len(hosts) > 1:
             raise FramingError("more than one Host")
         if version == b"1.1" and not hosts:
             raise FramingError("no Host in an HTTP/1.1 request")
-        framing, length = self._body_framing(headers, version)
-        tokens = connection_tokens(headers)
+        framing, length = self._body_framing(index, version)
+        tokens = _tokens(index[b"connection"]) if b"connection" in index else frozenset()
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
         tunnel = target.split(b"?", 1)[0].startswith(self.tunnel_paths)
-        upgrade = _get(headers, b"upgrade", b"")
+        upgrade = index[b"upgrade"][0] if b"upgrade" in index else b""
         if upgrade and not (b"upgrade" in tokens and (tunnel or _first_token(upgrade) in ALLOWED_UPGRADES)):
             upgrade = b""
         if upgrade and not tunnel and (framing == "chunked" or length):
             # the body would be parsed by the server but skipped by llhttp: the two would disagree
             raise FramingError("an Upgrade request cannot carry a body")
-        return RequestHead(method, target, version, headers, framing, length, keep_alive, upgrade, tunnel)
+        return RequestHead(method, target, version, headers, framing, length, keep_alive, upgrade, tunnel,
+                           frozenset(tokens))
 
 
 class MethodNotAllowed(FramingError):
     pass
-
-
-def _check_names(headers):
-    """Names that servers behind CGI-style gateways read as framing or forwarding fields
-    (`Transfer_Encoding` -> HTTP_TRANSFER_ENCODING, `X_Forwarded_For` -> HTTP_X_FORWARDED_FOR):
-    refused, as nginx and Apache drop them for the same reason."""
-    for name, _value in headers:
-        if b"_" in name and name.lower().replace(b"_", b"-") in FRAMING_NAMES:
-            raise FramingError(f"header name {name.decode('latin-1')!r} imitates a framing field")
 
 
 FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade",
@@ -569,17 +591,18 @@ class ResponseParser(_Framer):
         return head
 
     def _response_head(self, status, reason, version, headers) -> ResponseHead:
-        tokens = connection_tokens(headers)
+        index = _index(headers, check_names=False)
+        tokens = frozenset(_tokens(index[b"connection"])) if b"connection" in index else frozenset()
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
         if status == 101:
             if not (self.upgrade or self.tunnel):
                 raise FramingError("101 Switching Protocols without an Upgrade request")
-            return ResponseHead(status, reason, version, headers, "passthrough", 0, False)
+            return ResponseHead(status, reason, version, headers, "passthrough", 0, False, tokens)
         if self.tunnel and status >= 200:
-            return ResponseHead(status, reason, version, headers, "passthrough", 0, False)
-        framing, length = self._body_framing(headers, version)
+            return ResponseHead(status, reason, version, headers, "passthrough", 0, False, tokens)
+        framing, length = self._body_framing(index, version)
         if status < 200 or status in (204, 304) or self.method == b"HEAD":
             framing, length = "none", 0
         elif framing == "none":
             framing, keep_alive = "close", False  # RFC 9112 6.3: the body ends when the server closes
-        return ResponseHead(status, reason, version, headers, framing, length, keep_alive)
+        return ResponseHead(status, reason, version, headers, framing, length, keep_alive, tokens)

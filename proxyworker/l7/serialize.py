@@ -13,7 +13,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from .cookies import strip_cookie
-from .http1 import RequestHead, ResponseHead, connection_tokens
+from .http1 import RequestHead, ResponseHead
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
@@ -23,8 +23,12 @@ REPLACED = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
 NEVER_LISTED = frozenset({b"host"})  # `Connection: host` must not make the proxy drop Host
 
 
-def _dropped(headers) -> frozenset:
-    return HOP_BY_HOP | (connection_tokens(headers) - NEVER_LISTED)
+_DROPPED_REQUEST = HOP_BY_HOP | REPLACED
+
+
+def _dropped(head) -> frozenset:
+    """Hop-by-hop names, and those the Connection header lists (parsed once, in the head)."""
+    return HOP_BY_HOP | (head.connection - NEVER_LISTED) if head.connection else HOP_BY_HOP
 
 
 def forwarded_for(headers, client_ip: str) -> bytes:
@@ -39,7 +43,7 @@ def request_head_bytes(head: RequestHead, client_ip: str, *, proto: bytes = b"ht
                        extra=()) -> bytes:
     """The request head to send to the server. `drop_cookie`: the insert cookie, which servers never see."""
     headers = strip_cookie(head.headers, drop_cookie) if drop_cookie else head.headers
-    dropped = _dropped(headers) | REPLACED
+    dropped = _dropped(head) | REPLACED if head.connection else _DROPPED_REQUEST
     out = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
     out.extend(name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in dropped)
     if head.framing == "chunked":
@@ -78,7 +82,7 @@ def response_head_bytes(head: ResponseHead, framing_out: str, *, keep_alive: boo
     if framing_out == "passthrough":
         out.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
     else:
-        dropped = _dropped(head.headers)
+        dropped = _dropped(head)
         out.extend(name + b": " + value + b"\r\n" for name, value in head.headers if name.lower() not in dropped)
         if framing_out == "chunked":
             out.append(b"Transfer-Encoding: chunked\r\n")

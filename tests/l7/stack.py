@@ -78,11 +78,19 @@ def sim_pool(name: str, sims) -> Pool:
 
 
 class _H11Server(asyncio.Protocol):
-    """Answers every request with JSON describing what it received; special targets misbehave."""
+    """Answers every request with JSON describing what it received; special targets misbehave:
+
+    - `/bad-framing`: a response with both Content-Length and Transfer-Encoding;
+    - `/slow/<ms>`: the answer comes after that many milliseconds;
+    - `/then-drop`: answered, but the *next* request on this connection is read and the
+      connection closed without an answer (a server closing an idle connection just as
+      a request arrives); such requests are listed in `backend.dropped`.
+    """
 
     def __init__(self, backend: PlainBackend):
         self.backend = backend
         self.conn = h11.Connection(h11.SERVER)
+        self.drop_next = self.waiting = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -90,7 +98,10 @@ class _H11Server(asyncio.Protocol):
 
     def data_received(self, data):
         self.conn.receive_data(data)
-        while True:
+        self._process()
+
+    def _process(self):
+        while not self.waiting:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -104,13 +115,33 @@ class _H11Server(asyncio.Protocol):
             elif isinstance(event, h11.Data):
                 self.body += event.data
             elif isinstance(event, h11.EndOfMessage):
+                target = self.request.target
+                if self.drop_next:
+                    self.backend.dropped.append(target.decode())
+                    self.transport.close()
+                    return
+                self.drop_next = target == b"/then-drop"
+                if target.startswith(b"/slow/"):
+                    self.waiting = True
+                    asyncio.get_running_loop().call_later(int(target.rsplit(b"/", 1)[1]) / 1000, self._later)
+                    return
                 if not self._answer():
                     self.transport.close()
                     return
-                if self.conn.our_state is h11.MUST_CLOSE:
-                    self.transport.close()
+                if not self._next_cycle():
                     return
-                self.conn.start_next_cycle()
+
+    def _later(self):
+        self.waiting = False
+        if self._answer() and self._next_cycle():
+            self._process()
+
+    def _next_cycle(self) -> bool:
+        if self.conn.our_state is h11.MUST_CLOSE or self.transport.is_closing():
+            self.transport.close()
+            return False
+        self.conn.start_next_cycle()
+        return True
 
     def _answer(self) -> bool:
         """Answers the request; False when the connection must end (a misbehaving answer)."""
@@ -143,6 +174,7 @@ class PlainBackend:
     host: str = field(default_factory=new_host)
     port: int = 0
     requests: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     connections: int = 0
 
@@ -190,9 +222,11 @@ def l7_service(name: str, pool: str, certificates=("portal",), method="cookie_le
 class L7Stack:
     """A harness (own Redis prefix) with one worker that has the test certificate key."""
 
-    def __init__(self, name: str, tmp):
+    def __init__(self, name: str, tmp, workers: int = 1):
         self.harness = Harness(name, tmp)
-        self.worker = self.harness.start_worker(VIEWLB_CERT_KEY=CERT_KEY, VIEWLB_L7_HEAD_TIMEOUT=HEAD_TIMEOUT)
+        self.workers = [self.harness.start_worker(VIEWLB_CERT_KEY=CERT_KEY, VIEWLB_L7_HEAD_TIMEOUT=HEAD_TIMEOUT)
+                        for _ in range(workers)]
+        self.worker = self.workers[0]
         self.services: dict[str, VirtualService] = {}
 
     def publish(self, services, pools, certificates) -> int:
@@ -201,19 +235,13 @@ class L7Stack:
         snapshot = Snapshot(version=harness.version, virtual_services=tuple(services), pools=tuple(pools),
                             certificates=tuple(certificates))
         harness.publish_json(snapshot.to_json())
-        self.worker.wait_version(harness.version)
+        for worker in self.workers:
+            worker.wait_version(harness.version)
         self.services = {vs.name: vs for vs in services}
         return harness.version
 
     def port(self, service: str) -> int:
         return self.services[service].port
-
-    def wait_listening(self, service: str):
-        def ready():
-            beat = self.worker.heartbeat()
-            return beat and any(item["vs"] == service for item in beat["listeners"])
-        from tests.proxyworker.harness import wait_for
-        wait_for(ready, 5, message=f"listener of {service}\n{self.worker.log()}")
 
     def close(self):
         self.harness.close()

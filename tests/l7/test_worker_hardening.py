@@ -53,6 +53,7 @@ def stack(tmp_path_factory):
         sim_pool("uags", sims),
         Pool("halfdead", (RealServer("halfdead/dead", "dead", "127.0.0.1", dead.getsockname()[1]),
                           *plain.pool("x").servers[:1])),
+        Pool("single", plain.pool("single").servers[:1]),
     ]
     l7.certificates = [portal, apps]
     l7.base = [
@@ -61,6 +62,7 @@ def stack(tmp_path_factory):
         l7_service("unverified", "uags", backend_verify=False),
         l7_service("wrong-ca", "uags", backend_verify=True, backend_ca=portal_pem),
         l7_service("halfdead", "halfdead", backend_tls=False, method="none"),
+        l7_service("single", "single", backend_tls=False, method="none"),
     ]
     l7.publish(l7.base, l7.pools, l7.certificates)
     l7.pem = {"portal": portal_pem, "apps": apps_pem}
@@ -331,3 +333,55 @@ def test_a_new_certificate_applies_to_new_connections_and_keeps_established_ones
 def _with_certificates(vs, names):
     return dataclasses.replace(vs, tls=dataclasses.replace(vs.tls, certificates=names))
 
+
+
+def test_server_connections_are_pooled_across_client_connections(stack):
+    p1, port = stack.plain.backends[0], stack.port("single")
+    conn = https(port)
+    assert request(conn, "GET", "/pool-warm")[0] == 200
+    conn.close()
+    before = p1.connections
+    for n in range(10):  # phase 1 opens several short connections: they need not cost a server handshake each
+        conn = https(port)
+        assert request(conn, "GET", f"/pooled/{n}")[0] == 200
+        conn.close()
+    assert p1.connections - before <= 3
+
+
+def test_a_server_connection_closed_under_a_request_is_retried_only_when_that_is_safe(stack):
+    p1, port = stack.plain.backends[0], stack.port("single")
+    conn = https(port)
+    assert request(conn, "GET", "/then-drop")[0] == 200
+    status, found, _ = request(conn, "GET", "/retried")  # the server closes instead of answering
+    conn.close()
+    assert status == 200 and found["x-server"] == ["p1"]
+    assert p1.dropped.count("/retried") == 1 and len([r for r in p1.requests if r["target"] == "/retried"]) == 1
+    conn = https(port)
+    assert request(conn, "GET", "/then-drop")[0] == 200
+    status, _, _ = request(conn, "POST", "/not-retried", body=b"a form")  # may have had effects: never sent twice
+    conn.close()
+    assert status == 502
+    assert p1.dropped.count("/not-retried") == 1 and not [r for r in p1.requests if r["target"] == "/not-retried"]
+
+
+def test_sigterm_closes_idle_keep_alive_connections_and_lets_a_response_finish(stack, tmp_path):
+    draining = L7Stack("l7drain", tmp_path)
+    try:
+        vs = l7_service("plain", "plain", backend_tls=False, method="none")
+        draining.publish([vs], [stack.plain.pool("plain")], stack.certificates)
+        idle = https(vs.port)
+        assert request(idle, "GET", "/before-stop")[0] == 200
+        with tls_socket(vs.port) as busy:
+            busy.sendall(b"GET /slow/800 HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)  # the request is at the server
+            started = time.monotonic()
+            draining.worker.terminate()
+            answer = read_until_closed(busy)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer
+        assert read_until_closed(idle.sock, limit=3) == b""
+        idle.close()
+        assert draining.worker.proc.wait(10) == 0
+        assert time.monotonic() - started < 5  # not the 30 s drain deadline
+        draining.worker.assert_clean_log()
+    finally:
+        draining.close()

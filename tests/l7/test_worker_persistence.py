@@ -14,6 +14,7 @@ import pytest
 from demo import broker
 from demo.websocket import FrameDecoder, accept_key, encode_frame
 from proxyworker.l7.cookies import cookie_key
+from tests.proxyworker.harness import wait_for
 
 from .stack import (
     HorizonClient,
@@ -40,7 +41,7 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("l7persist")
     sims = start_sims(tmp / "certs", 3)
     plain = PlainBackends("p1", "p2")
-    l7 = L7Stack("l7persist", tmp)
+    l7 = L7Stack("l7persist", tmp, workers=2)  # two workers on every VIP (SO_REUSEPORT) share one store
     portal, _ = certificate("portal", "view.example.com")
     services = [
         l7_service("learn", "uags", persistence_group="horizon"),
@@ -53,7 +54,8 @@ def stack(tmp_path_factory):
     l7.sims = {s["name"]: s for s in sims}
     l7.plain = plain
     yield l7
-    l7.worker.assert_clean_log()
+    for worker in l7.workers:
+        worker.assert_clean_log()
     l7.close()
     plain.close()
     stop_sims(sims)
@@ -101,6 +103,9 @@ def test_fifty_clients_behind_one_address_each_stay_on_the_server_that_issued_th
     for cookie, server in issued.items():
         assert entries[cookie_key(cookie.encode())] == stack.sims[server]["address"]
     assert not any(cookie in key for key in entries for cookie in issued)
+    # both workers took part: a cookie learned by one was honoured by the other
+    wait_for(lambda: all(w.heartbeat()["counters"]["connections"] >= 20 for w in stack.workers), 5,
+             message="both workers to report their connections")
 
 
 def test_a_cookie_another_server_issued_is_refused_by_that_server_so_routing_really_follows_it(stack):
@@ -141,16 +146,14 @@ def test_the_session_is_reported_with_the_server_of_its_latest_request(stack):
     status, sock, buffer = client.tunnel()
     try:
         assert status == 101
-        harness, worker = stack.harness, stack.worker
+        harness = stack.harness
         server_id = f"uags/{client.servers[0]}"
 
-        def listed():
-            sessions = harness.redis.hgetall(harness.keys.sessions(worker.id)).values()
+        def listed():  # in the sessions hash of whichever worker took the connection
+            sessions = [s for w in stack.workers for s in harness.redis.hgetall(harness.keys.sessions(w.id)).values()]
             return [s for s in sessions if '"vs":"learn"' in s and server_id in s]
 
-        from tests.proxyworker.harness import wait_for
         wait_for(listed, 5, message="the tunnel in the sessions hash")
-        assert worker.heartbeat()["counters"]["connections"] > 0
     finally:
         sock.close()
 
@@ -293,3 +296,39 @@ def test_many_clients_in_parallel_with_pipelined_keep_alive_requests(stack):
     for t in threads:
         t.join(20)
     assert not errors, errors[:3]
+
+
+def set_state(stack, server_id, state):
+    stack.harness.set_admin(server_id, state)
+    for worker in stack.workers:
+        worker.wait_server_state(server_id, {"enabled": "up"}.get(state, state))
+
+
+def test_drain_keeps_cookie_clients_and_takes_no_new_ones_disabled_moves_them(stack):
+    port = stack.port("learn")
+    alice = HorizonClient(port, "alice-drain")
+    alice.log_in()
+    home = alice.servers[0]
+    server_id = f"uags/{home}"
+    for _ in range(6):  # an insert-mode client pinned to the same server (round robin gets there)
+        _, found, _ = request(https(stack.port("insert")), "GET", "/favicon.ico")
+        if found["x-sim-server"][0] == home:
+            break
+    assert found["x-sim-server"][0] == home
+    pin = found["set-cookie"][0].split(";")[0]
+    set_state(stack, server_id, "drain")
+    try:
+        assert alice.desktops() == [] and alice.servers[-1] == home  # stuck clients stay
+        _, found, _ = request(https(stack.port("insert")), "GET", "/favicon.ico", headers={"Cookie": pin})
+        assert found["x-sim-server"][0] == home
+        newcomers = [HorizonClient(port, f"new{n}") for n in range(6)]
+        for client in newcomers:
+            client.log_in()
+        assert home not in {c.servers[0] for c in newcomers}
+        set_state(stack, server_id, "disabled")
+        assert alice.desktops() == ["NOT_AUTHENTICATED"]  # its server is gone: another one does not know it
+        assert alice.servers[-1] != home
+        _, found, _ = request(https(stack.port("insert")), "GET", "/favicon.ico", headers={"Cookie": pin})
+        assert found["x-sim-server"][0] != home and found["set-cookie"][0].startswith("VIEWLBSRV=")
+    finally:
+        set_state(stack, server_id, "enabled")

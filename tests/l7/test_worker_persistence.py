@@ -116,9 +116,9 @@ def test_a_cookie_another_server_issued_is_refused_by_that_server_so_routing_rea
     # the simulators answer NOT_AUTHENTICATED to sessions they did not issue.
     stranger = HorizonClient(port, "stranger")
     stranger.cookie = "0123456789ABCDEF0123456789ABCDEF"
-    answers = {tuple(stranger.desktops()) for _ in range(3)}
+    answers = {tuple(stranger.desktops()) for _ in range(6)}
     assert answers == {("NOT_AUTHENTICATED",)}
-    assert len(set(stranger.servers)) == 3  # balanced round robin, not stuck anywhere
+    assert len(set(stranger.servers)) >= 2  # balanced round robin (per worker), not stuck anywhere
     assert cookie_key(stranger.cookie.encode()) not in persisted(stack)  # an invented cookie is not stored
 
 

@@ -82,6 +82,8 @@ class _H11Server(asyncio.Protocol):
 
     - `/bad-framing`: a response with both Content-Length and Transfer-Encoding;
     - `/slow/<ms>`: the answer comes after that many milliseconds;
+    - `/big/<MiB>`: a body that large, written only while the proxy reads (flow control), so
+      `backend.streamed` shows how far a client that does not read let it get;
     - `/then-drop`: answered, but the *next* request on this connection is read and the
       connection closed without an answer (a server closing an idle connection just as
       a request arrives); such requests are listed in `backend.dropped`.
@@ -90,7 +92,8 @@ class _H11Server(asyncio.Protocol):
     def __init__(self, backend: PlainBackend):
         self.backend = backend
         self.conn = h11.Connection(h11.SERVER)
-        self.drop_next = self.waiting = False
+        self.drop_next = self.waiting = self.paused = False
+        self.remaining = 0
 
     def connection_made(self, transport):
         self.transport = transport
@@ -121,6 +124,10 @@ class _H11Server(asyncio.Protocol):
                     self.transport.close()
                     return
                 self.drop_next = target == b"/then-drop"
+                if target.startswith(b"/big/"):
+                    self.waiting = True
+                    self._stream(int(target.rsplit(b"/", 1)[1]) << 20)
+                    return
                 if target.startswith(b"/slow/"):
                     self.waiting = True
                     asyncio.get_running_loop().call_later(int(target.rsplit(b"/", 1)[1]) / 1000, self._later)
@@ -130,6 +137,32 @@ class _H11Server(asyncio.Protocol):
                     return
                 if not self._next_cycle():
                     return
+
+    def _stream(self, size: int):
+        self.transport.write(self.conn.send(h11.Response(status_code=200, headers=[("Content-Length", str(size))])))
+        self.remaining = size
+        self._pump()
+
+    def _pump(self):
+        chunk = b"x" * 65536
+        while self.remaining and not self.paused and not self.transport.is_closing():
+            data = chunk[:self.remaining]
+            self.transport.write(self.conn.send(h11.Data(data=data)))
+            self.remaining -= len(data)
+            self.backend.streamed += len(data)
+        if not self.remaining and self.waiting:
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+            self.waiting = False
+            if self._next_cycle():
+                self._process()
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        if self.remaining:
+            self._pump()
 
     def _later(self):
         self.waiting = False
@@ -175,6 +208,7 @@ class PlainBackend:
     port: int = 0
     requests: list = field(default_factory=list)
     dropped: list = field(default_factory=list)
+    streamed: int = 0
     errors: list = field(default_factory=list)
     connections: int = 0
 

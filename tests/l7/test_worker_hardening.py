@@ -26,6 +26,7 @@ from .stack import (
     client_context,
     https,
     l7_service,
+    read_head,
     read_until_closed,
     request,
     sim_pool,
@@ -385,3 +386,24 @@ def test_sigterm_closes_idle_keep_alive_connections_and_lets_a_response_finish(s
         draining.worker.assert_clean_log()
     finally:
         draining.close()
+
+
+def test_a_client_that_does_not_read_stops_the_server_instead_of_filling_the_proxy(stack):
+    p1, port = stack.plain.backends[0], stack.port("single")
+    size = 64 << 20
+    with tls_socket(port) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        before = p1.streamed
+        sock.sendall(b"GET /big/64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(1.0)  # the client reads nothing: every buffer on the way fills, then the server waits
+        held = p1.streamed - before
+        assert held < 24 << 20, held  # kernel buffers and one high-water mark per side, not the whole body
+        buffer = bytearray()
+        status, headers, _ = read_head(sock, buffer)
+        got = len(buffer)
+        sock.settimeout(10)
+        while got < size:
+            chunk = sock.recv(1 << 20)
+            assert chunk, got
+            got += len(chunk)
+    assert status == 200 and got == size and p1.streamed - before == size

@@ -332,3 +332,16 @@ def test_drain_keeps_cookie_clients_and_takes_no_new_ones_disabled_moves_them(st
         assert found["x-sim-server"][0] != home and found["set-cookie"][0].startswith("VIEWLBSRV=")
     finally:
         set_state(stack, server_id, "enabled")
+
+
+def test_a_refused_upgrade_leaves_the_connection_speaking_http(stack):
+    with tls_socket(stack.port("learn")) as sock:
+        status, refused, buffer = websocket_handshake(sock, "not-a-valid-key")
+        assert status == 400
+        size = int(refused["content-length"][0])
+        while len(buffer) < size:
+            buffer += sock.recv(65536)
+        del buffer[:size]
+        sock.sendall(b"GET /favicon.ico HTTP/1.1\r\nHost: view.example.com\r\n\r\n")
+        status, headers, _ = read_head(sock, buffer)
+        assert status == 200 and headers["content-type"] == ["image/x-icon"]

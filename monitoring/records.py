@@ -170,10 +170,12 @@ def _apply(client, keys: Keys, published: Published, computations: dict[str, Com
                 continue
             planned.append((sid, previous, change))
             args += [sid, raw or "", text, change.record["state"]]
+        # Only a lost compare-and-set leaves a server pending: one whose computation found
+        # nothing to change (already folded in by another task, or an outdated result) is settled.
+        pending = []
         if not planned:
             break
         applied = client.eval(_CAS, 2, keys.health_detail, keys.health, *args)
-        pending = []
         for (sid, previous, change), ok in zip(planned, applied, strict=True):
             if not ok:
                 pending.append(sid)  # someone else wrote this server meanwhile: read again

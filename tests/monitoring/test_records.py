@@ -1,4 +1,5 @@
 """The Redis side of the state machine: records, published states, notifications, races."""
+import logging
 import threading
 
 import pytest
@@ -68,7 +69,11 @@ def test_an_older_result_does_not_overwrite_a_newer_one(redis_client, keys, clea
     assert detail(redis_client, keys, "web/s0")["checked_at"] == 1005.0
 
 
-def test_overlapping_tasks_report_a_transition_once(redis_client, keys, clean):
+def warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "monitoring.records" and r.levelno >= logging.WARNING]
+
+
+def test_overlapping_tasks_report_a_transition_once(redis_client, keys, clean, caplog):
     publish(redis_client, keys, pool("web", [4431, 4432], HealthCheck(rise=1, fall=1)))
     record(redis_client, keys, {"web/s0": UP, "web/s1": UP}, 1000.0)
     barrier, found = threading.Barrier(8), []
@@ -84,6 +89,29 @@ def test_overlapping_tasks_report_a_transition_once(redis_client, keys, clean):
     for t in threads:
         t.join(10)
     assert sorted((t.server_id, t.to_state) for t in found) == [("web/s0", "down"), ("web/s1", "drain")]
+    # Each task loses at most 7 times (once per other task's write), within the 8 attempts: all settle.
+    assert warnings_of(caplog) == []
+
+
+def test_a_console_drain_folded_in_by_a_check_first_leaves_the_reconcile_nothing_to_do(redis_client, keys, clean,
+                                                                                       caplog):
+    """Production order: the console sets the admin hash; a check task that runs before the next
+    tick reads it too and publishes the drain at once; the tick's reconcile then finds both records
+    as they should be. That is nothing to do, not a compare-and-set that kept losing: no warning."""
+    publish(redis_client, keys, pool("web", [4431, 4432], HealthCheck(rise=1, fall=1)))
+    current = published.load(redis_client, keys)
+    record(redis_client, keys, {"web/s0": UP, "web/s1": UP}, 1000.0)
+    caplog.set_level(logging.INFO, logger="monitoring.records")
+    redis_client.hset(keys.admin, "web/s0", "drain")  # balancer.services.set_admin_state
+
+    [t] = record(redis_client, keys, {"web/s0": UP, "web/s1": UP}, 1001.0)
+    assert (t.server_id, t.from_state, t.to_state, t.reason) == ("web/s0", "up", "drain", "admin: drain")
+    before = redis_client.hgetall(keys.health_detail)
+    assert records.reconcile(redis_client, keys, current) == []
+    assert record(redis_client, keys, {"web/s0": FAIL, "web/s1": FAIL}, 1000.5) == []  # outdated: dropped
+    assert redis_client.hgetall(keys.health_detail) == before
+    assert redis_client.hmget(keys.health, ["web/s0", "web/s1"]) == ["drain", "up"]
+    assert warnings_of(caplog) == []
 
 
 def test_admin_states_from_the_console_pass_through(redis_client, keys, clean):

@@ -170,6 +170,9 @@ class Learn:
     add_headers: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
 
 
+NOTHING = Learn()  # most responses teach nothing: one shared answer
+
+
 class L7Persistence:
     """The persistence policy of one layer-7 virtual service, as pure decisions."""
 
@@ -182,9 +185,7 @@ class L7Persistence:
         if self.method == "cookie_insert" and insert is None:
             raise ValueError("cookie_insert needs the insert-cookie secret")
 
-    @property
-    def uses_cookie(self) -> bool:
-        return self.method in ("cookie_learn", "cookie_source_ip")
+        self.uses_cookie = self.method in ("cookie_learn", "cookie_source_ip")
 
     def route(self, headers, source_key: str | None, hosts=()) -> Route:
         """Where to look for this request's server. `hosts`: the pool's server hosts (insert mode)."""
@@ -206,7 +207,7 @@ class L7Persistence:
         """What to store after `host` answered the request routed by `route`."""
         if self.method == "cookie_insert":
             if route.pinned == host:
-                return Learn()
+                return NOTHING
             return Learn(add_headers=(self.insert.set_cookie(self.group, host),))
         store, forget = [], []
         if self.uses_cookie:
@@ -218,4 +219,6 @@ class L7Persistence:
                 forget.append(cookie_key(route.cookie))  # logout: the session is over, its entry goes
         if source_key and (self.method == "source_ip" or (self.method == "cookie_source_ip" and not route.cookie)):
             store.append((source_key, host))  # the fallback holds only until the client has a cookie
+        if not store and not forget:
+            return NOTHING
         return Learn(tuple(store), tuple(k for k in forget if k))

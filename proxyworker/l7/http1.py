@@ -13,7 +13,9 @@ How a request head is read:
    `METHOD SP target SP HTTP/1.x`;
 2. llhttp (through httptools) parses the head: it rejects invalid tokens and
    characters, header names with spaces, non-numeric or duplicate
-   Content-Length, Content-Length together with Transfer-Encoding;
+   Content-Length, Content-Length together with Transfer-Encoding (a response
+   head is read by one strict field regex instead, with llhttp added when its
+   body is chunked: see `_fields`);
 3. the semantic rules llhttp leaves open are checked here: Transfer-Encoding
    must be exactly `chunked` and only in HTTP/1.1, one Host, no CONNECT, no
    body on an Upgrade request.
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from .chunked import ChunkedDecoder, FramingError
+from .chunked import FIELD_LINE, ChunkedDecoder, FramingError
 
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 100
@@ -246,8 +248,8 @@ class _Framer:
                 raise FramingError("bare CR in the head")
             i = buf.find(b"\r", i + 1, end)
 
-    def _check_lines(self, head: bytes) -> bytes:
-        """Raw checks llhttp is lenient about or does not know; returns the start line."""
+    def _check_lines(self, head: bytes) -> list[bytes]:
+        """Raw checks llhttp is lenient about or does not know; returns the lines (start line first)."""
         crlf = head.count(b"\r\n")
         if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
             raise FramingError("bare CR or LF in the head")
@@ -257,7 +259,7 @@ class _Framer:
         for line in lines[1:]:
             if line[:1] in (b" ", b"\t"):
                 raise FramingError("obsolete line folding in a header field")
-        return lines[0]
+        return lines
 
     def _llhttp(self, parser_class, head: bytes):
         collector = _HeadCollector()
@@ -445,7 +447,7 @@ class RequestParser(_Framer):
         raw = self._split_head()
         if raw is None:
             return None
-        line = self._check_lines(raw)
+        line = self._check_lines(raw)[0]
         match = REQUEST_LINE.fullmatch(line)
         if not match:
             raise FramingError(f"malformed request line {line[:60]!r}")
@@ -487,6 +489,23 @@ class MethodNotAllowed(FramingError):
 
 FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade",
                            b"x-forwarded-for", b"x-forwarded-proto"})
+
+
+def _fields(lines) -> list[tuple[bytes, bytes]]:
+    """Header fields of a response head, strictly (`token: value`, no whitespace before the colon).
+
+    A response head is read by this regex alone unless its body is chunked: servers are
+    not the adversary requests can be, and one parse per response is what the proxy can
+    afford per request; a chunked body still gets llhttp as its witness.
+    """
+    fields = []
+    match = FIELD_LINE.fullmatch
+    for line in lines[1:]:
+        found = match(line)
+        if found is None:
+            raise FramingError(f"malformed header field {line[:40]!r}")
+        fields.append(found.groups())
+    return fields
 
 
 def _first_token(value: bytes) -> bytes:
@@ -576,14 +595,18 @@ class ResponseParser(_Framer):
         raw = self._split_head()
         if raw is None:
             return None
-        line = self._check_lines(raw)
-        match = STATUS_LINE.fullmatch(line)
+        lines = self._check_lines(raw)
+        match = STATUS_LINE.fullmatch(lines[0])
         if not match:
-            raise FramingError(f"malformed status line {line[:60]!r}")
+            raise FramingError(f"malformed status line {lines[0][:60]!r}")
         minor, status, reason = match.groups()
         status = int(status)
-        headers = self._llhttp(httptools.HttpResponseParser, raw)
+        headers = _fields(lines)
         head = self._response_head(status, reason or b"", b"1." + minor, headers)
+        if head.framing == "chunked":
+            # llhttp reads the head too and then witnesses where the chunked body ends
+            if self._llhttp(httptools.HttpResponseParser, raw) != headers:
+                raise FramingError("the response head reads two ways")
         if head.framing == "close":
             self.state = "close"
         elif head.framing != "passthrough":

@@ -45,7 +45,7 @@ def request_head_bytes(head: RequestHead, client_ip: str, *, proto: bytes = b"ht
     headers = strip_cookie(head.headers, drop_cookie) if drop_cookie else head.headers
     dropped = _dropped(head) | REPLACED if head.connection else _DROPPED_REQUEST
     out = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
-    out.extend(name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in dropped)
+    out += [name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in dropped]
     if head.framing == "chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
     elif head.framing == "length":
@@ -83,7 +83,7 @@ def response_head_bytes(head: ResponseHead, framing_out: str, *, keep_alive: boo
         out.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
     else:
         dropped = _dropped(head)
-        out.extend(name + b": " + value + b"\r\n" for name, value in head.headers if name.lower() not in dropped)
+        out += [name + b": " + value + b"\r\n" for name, value in head.headers if name.lower() not in dropped]
         if framing_out == "chunked":
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif framing_out == "length":

@@ -101,7 +101,8 @@ class ServerConnection(asyncio.Protocol):
         return not self.closed and self.parser.idle and not self.transport.is_closing()
 
     def fresh(self, now: float) -> bool:
-        return self.idle and now - self.idle_since < REUSE_IDLE
+        return (now - self.idle_since < REUSE_IDLE and not self.closed and self.parser.state == "idle"
+                and not self.transport.is_closing())
 
     def adopt(self, client) -> None:
         self.client = client

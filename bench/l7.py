@@ -1,6 +1,6 @@
 """Layer-7 benchmark: TLS termination through viewlb and through HAProxy, measured in the same run.
 
-    .venv/bin/python bench/l7.py [--rounds 5] [--duration 4] [--connections 50] [--no-pin]
+    .venv/bin/python bench/l7.py [--rounds 3] [--duration 3] [--connections 50] [--no-pin] [--no-yardstick]
 
 Starts, on 127.0.0.0/8 only:
 - a backend: HAProxy answering every request itself (`http-request return`),
@@ -12,10 +12,16 @@ Starts, on 127.0.0.0/8 only:
   certificate, `balance roundrobin`, a stick table learning JSESSIONID from
   responses (`stick store-response res.cook(JSESSIONID)` + `stick on
   req.cook(JSESSIONID)`), `option forwardfor`, X-Forwarded-Proto;
-- `wrk` as the load generator (a C client; installed with apt like HAProxy).
+- `wrk` as the load generator (a C client; installed with apt like HAProxy);
+- as a yardstick, a bare uvloop TLS terminator forwarding bytes 1:1 to one
+  server (`tls-fwd`: no HTTP parsing, no routing): what the event loop and
+  OpenSSL cost before any layer-7 work.
 
-Two figures per target:
-- keep-alive: small requests over N persistent TLS connections (requests/s, p99);
+Three figures per target:
+- keep-alive: small requests over N persistent TLS connections (requests/s, p99),
+  each one balanced on its own (no cookie known: round robin per request);
+- the same with the cookie the server set on /login: every request is routed by
+  the learned JSESSIONID (the Horizon case);
 - handshakes: every request on a new connection (`Connection: close`), so each
   costs a full TLS handshake (wrk never resumes sessions) plus one request.
 The targets are measured one at a time, interleaved round after round; the
@@ -60,6 +66,12 @@ SERVER_HOSTS = ("127.78.0.1", "127.78.0.2")
 VIP_HOST = "127.0.0.1"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 TARGET_RATIO = 0.5
+COOKIE = "JSESSIONID=bench-session"  # set by the backend on /login; the proxies learn it there
+TESTS = {
+    "keepalive": "keep-alive requests/s",
+    "sticky": "  same, JSESSIONID known",
+    "handshakes": "TLS handshakes/s (+1 req)",
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -123,6 +135,7 @@ defaults
     timeout server 60s
 frontend servers
     {binds}
+    http-request return status 200 content-type text/plain string "hello from the server" hdr Set-Cookie "JSESSIONID=bench-session; Path=/; Secure; HttpOnly" if {{ path /login }}
     http-request return status 200 content-type text/plain string "hello from the server"
 """
 
@@ -191,6 +204,16 @@ class Bench:
         wait_port(VIP_HOST, port)
         return port, proc.pid
 
+    def start_forwarder(self) -> tuple[int, int]:
+        port = free_port()
+        cert, key = self.tmp / "forwarder.crt", self.tmp / "forwarder.key"
+        cert.write_text(self.cert_pem)
+        key.write_text(self.key_pem)
+        proc = self.spawn([sys.executable, __file__, "--forwarder", str(cert), str(key), str(port), SERVER_HOSTS[0],
+                           str(self.server_port)], self.proxy_cpus)
+        wait_port(VIP_HOST, port)
+        return port, proc.pid
+
     def start_viewlb(self) -> tuple[int, int]:
         port = free_port()
         cert_key = generate_cert_key()
@@ -212,25 +235,29 @@ class Bench:
         return port, proc.pid
 
     def check(self, port: int):
-        """One real request through the target before measuring it: 200 and the server's answer."""
+        """Real requests through the target before measuring it: 200 and the server's answer; then a
+        login whose JSESSIONID the target learns, and requests carrying it all reach one server."""
         import http.client
         import ssl
 
         ctx = ssl.create_default_context(cadata=self.cert_pem)
         ctx.check_hostname = False
         conn = http.client.HTTPSConnection(VIP_HOST, port, context=ctx, timeout=5)
-        conn.request("GET", "/check")
-        response = conn.getresponse()
-        body = response.read()
+        for target, headers in (("/check", {}), ("/login", {}), ("/check", {"Cookie": COOKIE})):
+            conn.request("GET", target, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200 or body != b"hello from the server":
+                raise RuntimeError(f"port {port} answered {response.status} {body[:100]!r}")
         conn.close()
-        if response.status != 200 or body != b"hello from the server":
-            raise RuntimeError(f"port {port} answered {response.status} {body[:100]!r}")
 
     def load(self, port: int, pid: int, test: str, duration: float) -> dict:
-        connections = self.args.connections if test == "keepalive" else self.args.handshake_connections
+        connections = self.args.handshake_connections if test == "handshakes" else self.args.connections
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{int(duration)}s", "--latency", "--timeout", "5s"]
         if test == "handshakes":
             argv += ["-H", "Connection: close"]
+        elif test == "sticky":
+            argv += ["-H", f"Cookie: {COOKIE}"]
         argv.append(f"https://{VIP_HOST}:{port}/small")
         argv[0] = self.wrk_path
         cpu_before = cpu_seconds(pid)
@@ -274,6 +301,61 @@ def parse_wrk(out: str, cpu: float, elapsed: float) -> dict:
     }
 
 
+# --- the yardstick: TLS termination and nothing else -----------------------------------------------
+
+
+def run_forwarder(cert: str, key: str, port: int, host: str, server_port: int):
+    """A uvloop TLS terminator that forwards bytes 1:1 to one server: no HTTP parsing, no routing.
+    What the same event loop and OpenSSL cost before any layer-7 work (`--yardstick`)."""
+    import asyncio
+    import ssl
+
+    import uvloop
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+
+    class Server(asyncio.Protocol):
+        def __init__(self, client):
+            self.client = client
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.client.transport.write(data)
+
+        def connection_lost(self, exc):
+            self.client.transport.close()
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.server, self.pending = transport, None, []
+            self.task = asyncio.get_running_loop().create_task(self.connect())
+
+        async def connect(self):
+            _, self.server = await asyncio.get_running_loop().create_connection(lambda: Server(self), host,
+                                                                                server_port)
+            for data in self.pending:
+                self.server.transport.write(data)
+
+        def data_received(self, data):
+            if self.server is None:
+                self.pending.append(data)
+            else:
+                self.server.transport.write(data)
+
+        def connection_lost(self, exc):
+            if self.server is not None:
+                self.server.transport.close()
+
+    async def serve():
+        await asyncio.get_running_loop().create_server(Client, VIP_HOST, port, ssl=ctx, backlog=4096)
+        await asyncio.Event().wait()
+
+    uvloop.run(serve())
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -288,20 +370,24 @@ def report(summary, rounds, args):
     print(f"layer 7, TLS terminated, {rounds} rounds of {args.duration:g} s, best round of each target; "
           f"wrk -t1, {args.connections} keep-alive / {args.handshake_connections} handshake connections"
           f"{', proxy pinned to CPU 0, load + backend to CPU 1' if args.pin else ''}")
-    header = f"{'test':<28}{'viewlb':>12}{'haproxy':>12}{'ratio':>8}{'target':>8}  result"
+    header = f"{'test':<28}{'viewlb':>12}{'haproxy':>12}{'ratio':>8}{'target':>8}  result  {'tls-fwd':>8}"
     print(header)
     print("-" * len(header))
     passed = True
-    for test, label in (("keepalive", "keep-alive requests/s"), ("handshakes", "TLS handshakes/s (+1 req)")):
+    for test, label in TESTS.items():
         v, h = summary[test]["viewlb"], summary[test]["haproxy"]
         ratio = v["rate"] / h["rate"]
         ok = ratio >= TARGET_RATIO and not v["errors"]
         passed &= ok
-        print(f"{label:<28}{v['rate']:>12.0f}{h['rate']:>12.0f}{ratio:>8.2f}{'>= 0.5':>8}  {'PASS' if ok else 'FAIL'}")
+        fwd = summary[test].get("tls-fwd")
+        yardstick = f"{fwd['rate']:>8.0f}" if fwd else ""
+        print(f"{label:<28}{v['rate']:>12.0f}{h['rate']:>12.0f}{ratio:>8.2f}{'>= 0.5':>8}  "
+              f"{'PASS' if ok else 'FAIL':<6}  {yardstick}")
         print(f"{'  p99 latency (ms)':<28}{v['p99_ms']:>12.2f}{h['p99_ms']:>12.2f}")
         print(f"{'  proxy CPU (% of a core)':<28}{v['cpu_pct']:>12.0f}{h['cpu_pct']:>12.0f}")
         per = v["per_cpu_s"] / h["per_cpu_s"]
-        print(f"{'  requests per CPU-second':<28}{v['per_cpu_s']:>12.0f}{h['per_cpu_s']:>12.0f}{per:>8.2f}")
+        yardstick = f"{'':>16}  {'':<6}  {fwd['per_cpu_s']:>8.0f}" if fwd else ""
+        print(f"{'  requests per CPU-second':<28}{v['per_cpu_s']:>12.0f}{h['per_cpu_s']:>12.0f}{per:>8.2f}{yardstick}")
         if v["errors"] or h["errors"]:
             print(f"{'  errors':<28}{v['errors']:>12}{h['errors']:>12}")
     return passed
@@ -309,12 +395,20 @@ def report(summary, rounds, args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=4, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=50, help="keep-alive connections")
     parser.add_argument("--handshake-connections", type=int, default=20)
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
+    parser.add_argument("--no-yardstick", dest="yardstick", action="store_false",
+                        help="skip the bare uvloop TLS forwarder (keep-alive and handshakes)")
+    parser.add_argument("--forwarder", nargs=5, metavar=("CERT", "KEY", "PORT", "HOST", "SERVER_PORT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.forwarder:
+        cert, key, port, host, server_port = args.forwarder
+        run_forwarder(cert, key, int(port), host, int(server_port))
+        return 0
     with tempfile.TemporaryDirectory(prefix="viewlb-bench-l7-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
@@ -322,17 +416,21 @@ def main(argv=None) -> int:
             targets = {"viewlb": bench.start_viewlb(), "haproxy": bench.start_haproxy()}
             for port, _pid in targets.values():
                 bench.check(port)
-            results = {test: {name: [] for name in targets} for test in ("keepalive", "handshakes")}
+            if args.yardstick:
+                targets["tls-fwd"] = bench.start_forwarder()
+            results = {test: {name: [] for name in targets} for test in TESTS}
             for round_ in range(args.rounds):
                 for test in results:
                     for name, (port, pid) in targets.items():
+                        if name == "tls-fwd" and test == "sticky":
+                            continue  # without HTTP it is the same as keep-alive
                         bench.load(port, pid, test, 1.0)  # warm up (connections, caches, pools)
                         result = bench.load(port, pid, test, args.duration)
                         results[test][name].append(result)
                         print(f"round {round_ + 1} {test:<10} {name:<8} {result['rate']:>9.0f}/s "
                               f"p99 {result['p99_ms']:6.2f} ms  cpu {result['cpu_pct']:4.0f}%  "
                               f"errors {result['errors']}", flush=True)
-            summary = {test: {name: best_round(runs) for name, runs in by.items()} for test, by in results.items()}
+            summary = {test: {name: best_round(runs) for name, runs in by.items() if runs} for test, by in results.items()}
             passed = report(summary, args.rounds, args)
         finally:
             bench.close()

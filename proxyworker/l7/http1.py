@@ -229,8 +229,12 @@ class _Framer:
         end = idx + 4
         if end > self.limits.max_head:
             raise FramingError(f"head larger than {self.limits.max_head} bytes")
-        head = bytes(self.buf[:end])
-        del self.buf[:end]
+        if end == len(self.buf):  # the usual case: the head is all there is
+            head = bytes(self.buf)
+            self.buf.clear()
+        else:
+            head = bytes(self.buf[:end])
+            del self.buf[:end]
         self._scan = 0
         return head
 
@@ -253,12 +257,11 @@ class _Framer:
         crlf = head.count(b"\r\n")
         if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
             raise FramingError("bare CR or LF in the head")
+        if b"\r\n " in head or b"\r\n\t" in head:  # a field line starting with whitespace
+            raise FramingError("obsolete line folding in a header field")
         lines = head[:-4].split(b"\r\n")
         if len(lines) - 1 > self.limits.max_headers:
             raise FramingError(f"more than {self.limits.max_headers} header fields")
-        for line in lines[1:]:
-            if line[:1] in (b" ", b"\t"):
-                raise FramingError("obsolete line folding in a header field")
         return lines
 
     def _llhttp(self, parser_class, head: bytes):

@@ -1,14 +1,23 @@
-"""Layer-7 building blocks for the proxy worker, sans-io.
+"""Layer 7 for the proxy worker: TLS termination and HTTP/1.1 routed request by request.
 
+Sans-io (no socket, no clock):
 - `http1`: strict HTTP/1.1 request and response parsers (bytes in, events out);
 - `chunked`: the strict chunked-body decoder both parsers share;
 - `serialize`: writes requests and responses with normalised framing;
 - `cookies`: layer-7 persistence decisions (JSESSIONID learn, insert, fallback);
-- `deadline`: the slow-request-head (slowloris) policy.
-TLS contexts and certificate checks live in `proxyworker.tlsconf`.
+- `deadline`: the slow-request-head (slowloris) policy;
+- `routing`: those decisions against the worker's shared persistence store.
+I/O (registered by the worker as the ("l7", "tcp") listener):
+- `listener`: the VIP's TLS contexts (SNI), backend TLS, routing, server pool;
+- `connection`: one client connection, the loop below with real sockets;
+- `upstream`: server connections and the pool of idle keep-alive ones.
+TLS contexts and certificate checks live in `proxyworker.tlsconf`. Environment:
+VIEWLB_CERT_KEY (decrypts private keys; the insert-cookie secret derives from
+it), VIEWLB_L7_HEAD_TIMEOUT (seconds for the TLS handshake and each request
+head, default 10).
 
-Nothing here touches a socket or a clock. How the listener's layer-7 handler
-uses them (tests/l7/test_exchange.py runs this loop without sockets):
+How the layer-7 handler uses the sans-io parts (tests/l7/test_exchange.py runs
+this loop without sockets, tests/l7/test_worker_*.py through a real worker):
 
 1. accept, wrap with `tlsconf.server_context(...)`; `HeadDeadline.begin(now)`;
 2. feed client bytes to `RequestParser.feed`; after each feed

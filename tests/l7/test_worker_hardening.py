@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from proxyworker.config import Pool, RealServer
-from tests.proxyworker.harness import wait_for
+from proxyworker.config import Pool, RealServer, Snapshot
+from tests.conftest import free_port
+from tests.proxyworker.harness import Harness, service, wait_for
 
 from .stack import (
     APPS,
@@ -407,3 +408,26 @@ def test_a_client_that_does_not_read_stops_the_server_instead_of_filling_the_pro
             assert chunk, got
             got += len(chunk)
     assert status == 200 and got == size and p1.streamed - before == size
+
+
+def test_a_worker_without_the_certificate_key_says_so_and_serves_its_other_vips(stack, tmp_path):
+    harness = Harness("l7nokey", tmp_path)
+    try:
+        worker = harness.start_worker(VIEWLB_CERT_KEY="")
+        worker.expect_error("VIEWLB_CERT_KEY is not set")
+        harness.version += 1
+        l4 = service("l4", free_port(), "plain")
+        l7 = l7_service("l7", "plain", backend_tls=False)
+        snapshot = Snapshot(version=harness.version, virtual_services=(l4, l7), pools=(stack.plain.pool("plain"),),
+                            certificates=tuple(stack.certificates))
+        harness.publish_json(snapshot.to_json())
+        worker.wait_version(harness.version)
+        wait_for(lambda: "VIEWLB_CERT_KEY is not set" in worker.log(), 5, message="the reason in the log")
+        with socket.create_connection(("127.0.0.1", l4.port), timeout=5) as sock:  # layer 4 is served
+            sock.sendall(b"GET /l4-still-served HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", l7.port), timeout=2).close()
+        worker.assert_clean_log()
+    finally:
+        harness.close()

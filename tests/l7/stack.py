@@ -115,6 +115,8 @@ class _H11Server(asyncio.Protocol):
                 return
             if isinstance(event, h11.Request):
                 self.request, self.body = event, b""
+                if self.conn.they_are_waiting_for_100_continue:
+                    self.transport.write(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             elif isinstance(event, h11.Data):
                 self.body += event.data
             elif isinstance(event, h11.EndOfMessage):
@@ -192,9 +194,9 @@ class _H11Server(asyncio.Protocol):
         else:
             extra = []
         body = json.dumps(dict(seen, server=self.backend.name)).encode()
+        length = [] if request.target == b"/unsized" else [("Content-Length", str(len(body)))]  # h11 chunks or closes
         self.transport.write(self.conn.send(h11.Response(status_code=200, headers=[
-            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-            ("X-Server", self.backend.name)] + extra)))
+            ("Content-Type", "application/json"), ("X-Server", self.backend.name)] + length + extra)))
         if request.method != b"HEAD":
             self.transport.write(self.conn.send(h11.Data(data=body)))
         self.transport.write(self.conn.send(h11.EndOfMessage()))

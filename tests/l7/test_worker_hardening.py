@@ -431,3 +431,28 @@ def test_a_worker_without_the_certificate_key_says_so_and_serves_its_other_vips(
         worker.assert_clean_log()
     finally:
         harness.close()
+
+
+def test_expect_100_continue_passes_the_interim_answer_before_the_body(stack):
+    with tls_socket(stack.port("single")) as sock:
+        sock.sendall(b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        buffer = bytearray()
+        status, _, _ = read_head(sock, buffer)
+        assert status == 100  # the server asked for the body, through the proxy
+        sock.sendall(b"hello")
+        status, headers, _ = read_head(sock, buffer)
+        assert status == 200
+    (seen,) = received(stack, "/expect")
+    assert seen["body"] == "hello"
+
+
+def test_a_body_without_length_reaches_http_1_1_clients_chunked_and_http_1_0_clients_until_close(stack):
+    conn = https(stack.port("single"))
+    status, found, body = request(conn, "GET", "/unsized")
+    assert status == 200 and found["transfer-encoding"] == ["chunked"] and b'"/unsized"' in body
+    assert request(conn, "GET", "/after-unsized")[0] == 200  # and the connection goes on
+    conn.close()
+    answer = raw_exchange(stack.port("single"), b"GET /unsized HTTP/1.0\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body.startswith(b"{") and body.endswith(b"}")  # the whole body, ended by the close

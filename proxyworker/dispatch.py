@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .config import Certificate, Pool, RealServer, VirtualService
 from .persistence import PersistenceTable, SharedPersistence, client_key
@@ -56,21 +57,22 @@ class Service:
     def __post_init__(self):
         for server in self.pool.servers:
             self.by_host.setdefault(server.address, []).append(server)
-        method = self.vs.persistence.method
+        policy = self.vs.persistence
         # Layer 4 knows only the source address; cookie methods fall back to it until l7 learns a cookie.
-        self.sticky = method in ("source_ip", "cookie_source_ip")
+        self.sticky = policy.method in ("source_ip", "cookie_source_ip")
+        # Read once per connection: plain attributes, not properties of the snapshot.
+        self.group, self.ttl = self.vs.group, policy.timeout
+        self.ipv4_mask, self.ipv6_mask = policy.ipv4_mask, policy.ipv6_mask
 
     @property
     def name(self):
         return self.vs.name
 
     def key_for(self, ip: str) -> str:
-        policy = self.vs.persistence
-        return client_key(ip, policy.ipv4_mask, policy.ipv6_mask)
+        return client_key(ip, self.ipv4_mask, self.ipv6_mask)
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):  # a tuple: built once per connection, cheaper than a frozen dataclass
     server: RealServer
     client_key: str  # "" when the service has no persistence
 
@@ -96,6 +98,29 @@ class Dispatcher:
             if server.id not in exclude and self.states.accepts_stuck(server):
                 return server
         return None
+
+    def choose_now(self, service: Service, ip: str, exclude=frozenset()) -> tuple[bool, Choice | None]:
+        """(decided, choice) without Redis: no persistence, or a client the local cache knows.
+
+        A known client whose entry was confirmed with Redis more than TRUST_SECONDS ago is
+        sent to its host at once and queued for the next batched refresh, which adopts what
+        Redis holds (so a re-point by another worker still arrives within about a second):
+        one round trip per batch instead of one per connection. decided is False when
+        `choose` must be awaited: a client this worker does not know, or one whose server
+        cannot take it (re-pointing goes through Redis).
+        """
+        if not service.sticky:
+            server = self.pick_new(service, exclude)
+            return True, (Choice(server, "") if server else None)
+        key = client_key(ip, service.ipv4_mask, service.ipv6_mask)
+        now = self.clock()
+        host, trusted = self.table.lookup(service.group, key, now)
+        if host is None:
+            return False, None
+        if not trusted:
+            self.table.touch(service.group, key, host, service.ttl, now)
+        server = self.stuck_server(service, host, exclude)
+        return (True, Choice(server, key)) if server is not None else (False, None)
 
     async def choose(self, service: Service, ip: str, exclude=frozenset()) -> Choice | None:
         if not service.sticky:

@@ -9,7 +9,9 @@ per-connection path:
 - `client_key` (pure): the source address under the policy's netmask.
 - `PersistenceTable` (pure, time passed in): the local cache. An entry
   confirmed with Redis in the last `TRUST_SECONDS` answers a repeat client
-  without a round trip; activity marks entries for a batched TTL refresh.
+  without a round trip; an older one answers too, and is queued for the
+  batched refresh, which adopts what Redis holds (`Dispatcher.choose_now`);
+  activity marks entries for that batched TTL refresh.
 - `SharedPersistence` (Redis): one round trip that claims-or-reads on a local
   miss, a compare-and-set to re-point a client whose server is unusable (so
   every worker converges on the same new server), and the batched refresh,

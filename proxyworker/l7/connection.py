@@ -201,7 +201,7 @@ class L7Connection(SessionInfo, asyncio.Protocol):
         if head.tunnel:
             self.raw_in = True  # the bytes after a tunnel head belong to the server alone
         self.source_key = service.key_for(self.peer[0]) if router.needs_source else None
-        route = self.route = router.route(head.headers, self.source_key)
+        route = self.route = router.route(head.cookies, self.source_key)
         decided, choice = router.choose_now(route)
         if decided:
             if choice is None:
@@ -386,7 +386,7 @@ class L7Connection(SessionInfo, asyncio.Protocol):
                     if self.request.version == b"1.1":  # HTTP/1.0 clients get no 1xx (RFC 9110 15.2)
                         out.append(response_head_bytes(event, "none", keep_alive=True))
                     continue
-                learn = self.router.learn(self.route, event.headers, self.up.server, self.source_key)
+                learn = self.router.learn(self.route, event.set_cookies, self.up.server, self.source_key)
                 entries = self.router.to_store(learn)
                 if entries:
                     if out:

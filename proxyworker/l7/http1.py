@@ -54,6 +54,42 @@ STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([\t -~\x80-\xff]*
 DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
+# --- the fast path: the heads real clients and servers send, read in one strict pass in C ---
+#
+# A head is first offered to `_fast_request`/`_fast_response`: one regex match over the
+# whole head, then one scan for the fields the proxy acts on. They accept only what the
+# general path below accepts too, with the same result (tests/l7/test_fast_path.py reads
+# generated heads both ways and compares events and forwarded bytes); everything else
+# (another method, a target not in origin form, a field not written `name: value`, a
+# chunked body, more than `max_headers` fields, any error) goes the general way, which
+# also words the error. For requests that way includes llhttp, so the fast path only
+# accepts what llhttp accepts as well: the methods below (llhttp knows them all),
+# origin-form targets of visible ASCII, token names, and values of HTAB, SP, VCHAR and
+# obs-text (exactly llhttp's and RFC 9110's field characters). Such a head is written
+# out again as received, minus the lines the proxy drops (`serialize`).
+
+_TCHARS = rb"!#$%&'*+.^_`|~0-9A-Za-z-"
+# `name: value` lines: a token, colon, one space, a value of field characters that neither
+# starts nor ends with whitespace; then the empty line
+_FIELD_LINES = rb"(?:\r\n[" + _TCHARS + rb"]+: [!-~\x80-\xff](?:[\t -~\x80-\xff]*[!-~\x80-\xff])?)*\r\n\r\n"
+FAST_REQUEST = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|TRACE) (/[!-~]*) HTTP/1\.([01])" + _FIELD_LINES)
+FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([1-9][0-9]{2}) ([\t -~\x80-\xff]*)" + _FIELD_LINES)
+# (name, value) of every field line of a head the fast path accepted
+FIELD_PAIRS = re.compile(rb"\r\n([" + _TCHARS + rb"]+): ([^\r]*)")
+_UNDERSCORED = rb"[!#$%&'*+.^`|~0-9A-Za-z-]*_[" + _TCHARS + rb"]*"
+# The fields the proxy reads or rewrites; names with an underscore are checked (`_index`).
+REQUEST_SPECIAL = re.compile(
+    rb"\r\n(host|content-length|transfer-encoding|connection|upgrade|cookie|keep-alive|proxy-connection|te|trailer"
+    rb"|x-forwarded-for|x-forwarded-proto|" + _UNDERSCORED + rb"): ([^\r]*)", re.IGNORECASE)
+RESPONSE_SPECIAL = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|set-cookie|keep-alive|proxy-connection|te|trailer|upgrade)"
+    rb": ([^\r]*)", re.IGNORECASE)
+# request fields `serialize` drops or replaces whatever the Connection header says
+REQUEST_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+                         b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto"})
+NO_TOKENS = frozenset()
+
+
 @dataclass(frozen=True)
 class Limits:
     max_head: int = MAX_HEAD  # request or response head, bytes
@@ -63,18 +99,21 @@ class Limits:
 # --- events -------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class RequestHead:
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.0" or b"1.1"
-    headers: list[tuple[bytes, bytes]]  # names as sent, values without surrounding whitespace
-    framing: str  # "none", "length" or "chunked"
-    content_length: int = 0
-    keep_alive: bool = True
-    upgrade: bytes = b""  # the Upgrade value when this is an accepted-kind Upgrade request
-    tunnel: bool = False  # a Horizon tunnel: passthrough after this head
-    connection: frozenset = frozenset()  # the Connection header's tokens, lower case
+class _Head:
+    """What both heads share: the header list, read from the raw head only when someone asks.
+
+    A head read by the fast path (`raw` set) keeps its bytes; the proxy's hot path uses
+    only the fields it indexed (`special`), and `serialize` writes the head from `raw`.
+    """
+
+    __slots__ = ()
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = FIELD_PAIRS.findall(self.raw, self.fields_at)
+        return headers
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         return _get(self.headers, name, default)
@@ -82,27 +121,81 @@ class RequestHead:
     def get_all(self, name: bytes) -> list[bytes]:
         return _get_all(self.headers, name)
 
+    def __eq__(self, other):
+        return type(other) is type(self) and self._fields() == other._fields()
 
-@dataclass(slots=True)
-class ResponseHead:
-    status: int
-    reason: bytes
-    version: bytes
-    headers: list[tuple[bytes, bytes]]
-    framing: str  # "none", "length", "chunked", "close" (until the server closes) or "passthrough"
-    content_length: int = 0
-    keep_alive: bool = True
-    connection: frozenset = frozenset()  # the Connection header's tokens, lower case
+    __hash__ = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}{self._fields()!r}"
+
+
+class RequestHead(_Head):
+    """A request head.
+
+    method, target, version (b"1.0" or b"1.1"); headers: names as sent, values without
+    surrounding whitespace; framing: "none", "length" or "chunked"; upgrade: the Upgrade
+    value when this is an accepted-kind Upgrade request; tunnel: a Horizon tunnel
+    (passthrough after this head); connection: the Connection header's tokens, lower case;
+    cookies: the Cookie fields, in order (what routing reads); forwarded: the values of the
+    X-Forwarded-For fields, in order.
+    Fast-path heads also carry `raw` (the head as received, every field `name: value`),
+    `fields_at` (the CRLF that ends the request line) and `hop` (a field the proxy drops or
+    replaces is present).
+    """
+
+    __slots__ = ("method", "target", "version", "_headers", "framing", "content_length", "keep_alive", "upgrade",
+                 "tunnel", "connection", "cookies", "forwarded", "raw", "fields_at", "hop")
+
+    def __init__(self, method: bytes, target: bytes, version: bytes, headers, framing: str,
+                 content_length: int = 0, keep_alive: bool = True, upgrade: bytes = b"", tunnel: bool = False,
+                 connection: frozenset = frozenset(), cookies=None, forwarded=None, raw: bytes | None = None,
+                 fields_at: int = 0, hop: bool = True):
+        self.method, self.target, self.version, self._headers = method, target, version, headers
+        self.framing, self.content_length, self.keep_alive = framing, content_length, keep_alive
+        self.upgrade, self.tunnel, self.connection = upgrade, tunnel, connection
+        if cookies is None:
+            cookies = [(k, v) for k, v in headers if k.lower() == b"cookie"]
+        if forwarded is None:
+            forwarded = [v for k, v in headers if k.lower() == b"x-forwarded-for"]
+        self.cookies, self.forwarded = cookies, forwarded
+        self.raw, self.fields_at, self.hop = raw, fields_at, hop
+
+    def _fields(self):
+        return (self.method, self.target, self.version, self.headers, self.framing, self.content_length,
+                self.keep_alive, self.upgrade, self.tunnel, self.connection, self.cookies)
+
+
+class ResponseHead(_Head):
+    """A response head. framing: "none", "length", "chunked", "close" (until the server
+    closes) or "passthrough"; connection: the Connection header's tokens, lower case;
+    set_cookies: the Set-Cookie fields, in order (what persistence learns from). Fast-path
+    heads carry `raw`, `fields_at` and `hop` as for requests (and an HTTP/1.1 status line
+    with a reason, as the proxy writes it)."""
+
+    __slots__ = ("status", "reason", "version", "_headers", "framing", "content_length", "keep_alive", "connection",
+                 "set_cookies", "length_value", "raw", "fields_at", "hop")
+
+    def __init__(self, status: int, reason: bytes, version: bytes, headers, framing: str, content_length: int = 0,
+                 keep_alive: bool = True, connection: frozenset = frozenset(), set_cookies=None,
+                 length_value: bytes | None = None, raw: bytes | None = None, fields_at: int = 0,
+                 hop: bool = True):
+        self.status, self.reason, self.version, self._headers = status, reason, version, headers
+        self.framing, self.content_length, self.keep_alive, self.connection = framing, content_length, keep_alive, connection
+        if set_cookies is None:
+            set_cookies = [(k, v) for k, v in headers if k.lower() == b"set-cookie"]
+        if length_value is None and headers is not None:
+            length_value = _get(headers, b"content-length", None)
+        self.set_cookies, self.length_value = set_cookies, length_value  # length_value: the first Content-Length
+        self.raw, self.fields_at, self.hop = raw, fields_at, hop
 
     @property
     def interim(self) -> bool:  # 100 Continue, 103 Early Hints: the final response follows
         return 100 <= self.status < 200 and self.framing != "passthrough"
 
-    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        return _get(self.headers, name, default)
-
-    def get_all(self, name: bytes) -> list[bytes]:
-        return _get_all(self.headers, name)
+    def _fields(self):
+        return (self.status, self.reason, self.version, self.headers, self.framing, self.content_length,
+                self.keep_alive, self.connection, self.set_cookies, self.length_value)
 
 
 @dataclass(slots=True)
@@ -364,6 +457,8 @@ class RequestParser(_Framer):
     "passthrough"; "error" (after a ProtocolError: nothing more is parsed).
     """
 
+    fast = True  # tests turn it off on an instance to compare with the general path
+
     def __init__(self, limits: Limits = Limits(), tunnel_paths=TUNNEL_PATHS):
         super().__init__(limits)
         self.tunnel_paths = tuple(tunnel_paths)
@@ -385,9 +480,20 @@ class RequestParser(_Framer):
         return len(self.buf)
 
     def feed(self, data: bytes) -> list:
-        if self.state == "passthrough":
+        state = self.state
+        if state == "head" and not self.buf and self.fast:
+            # The usual read: a whole head (and maybe its body) at once. Read it in place.
+            end = data.find(b"\r\n\r\n") + 4
+            if 4 < end <= self.limits.max_head:
+                head = self._fast_request(data if end == len(data) else data[:end])
+                if head is not None:
+                    if end < len(data):
+                        self.buf += memoryview(data)[end:]
+                    self._accept(head)
+                    return self._advance(head)
+        if state == "passthrough":
             return [Passthrough(bytes(data))] if data else []
-        if self.state == "error":
+        if state == "error":
             return []
         self.buf += data
         return self._advance()
@@ -398,7 +504,7 @@ class RequestParser(_Framer):
             return []
         self.state = "head"
         self.head = None
-        return self._advance()
+        return self._advance() if self.buf else []
 
     def upgrade_accepted(self) -> list:
         """The server answered 101: everything from now on passes through untouched."""
@@ -419,13 +525,15 @@ class RequestParser(_Framer):
         data, self.buf = bytes(self.buf), bytearray()
         return [Passthrough(data)] if data else []
 
-    def _advance(self) -> list:
+    def _advance(self, head: RequestHead | None = None) -> list:
+        """Events from the buffer; `head`: one the fast path already read and accepted."""
         events = []
         try:
-            if self.state == "head":
-                head = self._read_head()
+            if head is not None or self.state == "head":
                 if head is None:
-                    return events
+                    head = self._read_head()
+                    if head is None:
+                        return events
                 events.append(head)
                 if head.tunnel:
                     events.extend(self._passthrough())
@@ -450,6 +558,52 @@ class RequestParser(_Framer):
         raw = self._split_head()
         if raw is None:
             return None
+        head = self._fast_request(raw) if self.fast else None
+        if head is None:
+            head = self._general_request(raw)
+        self._accept(head)
+        return head
+
+    def _accept(self, head: RequestHead):
+        self.head = head
+        self._start_body(head.framing, head.content_length)
+
+    def _fast_request(self, raw: bytes) -> RequestHead | None:
+        """The head read in one pass, or None to read it the general way (see FAST_REQUEST)."""
+        match = FAST_REQUEST.fullmatch(raw)
+        if match is None or raw.count(b"\r\n") - 2 > self.limits.max_headers:
+            return None
+        fields_at = match.end(3)
+        index, cookies, forwarded, hop = {}, [], [], False
+        for name, value in REQUEST_SPECIAL.findall(raw, fields_at):
+            lname = name.lower()
+            if lname == b"cookie":
+                cookies.append((name, value))
+                continue
+            if lname in REQUEST_HOP:
+                hop = True
+                if lname == b"x-forwarded-for":
+                    forwarded.append(value)
+            if lname in _FIELDS:
+                values = index.get(lname)
+                if values is None:
+                    index[lname] = [value]
+                else:
+                    values.append(value)
+            elif b"_" in lname and lname.replace(b"_", b"-") in FRAMING_NAMES:
+                return None  # refused the general way, with its words
+        method, target, minor = match.groups()
+        version = b"1.1" if minor == b"1" else b"1.0"
+        try:
+            framing, length, keep_alive, upgrade, tunnel, tokens = self._semantics(method, target, version, index)
+        except FramingError:
+            return None
+        if framing == "chunked":
+            return None  # llhttp reads the head too: it witnesses where the body ends
+        return RequestHead(method, target, version, None, framing, length, keep_alive, upgrade, tunnel, tokens,
+                           cookies, forwarded, raw, fields_at, hop)
+
+    def _general_request(self, raw: bytes) -> RequestHead:
         line = self._check_lines(raw)[0]
         match = REQUEST_LINE.fullmatch(line)
         if not match:
@@ -458,32 +612,37 @@ class RequestParser(_Framer):
         headers = self._llhttp(httptools.HttpRequestParser, raw)
         if self.collector.target != target:
             raise FramingError("the request target reads two ways")
-        head = self._request_head(method, target, b"1." + minor, headers)
-        self.head = head
-        self._start_body(head.framing, head.content_length)
-        return head
+        version = b"1." + minor
+        index = _index(headers, check_names=True)
+        framing, length, keep_alive, upgrade, tunnel, tokens = self._semantics(method, target, version, index)
+        return RequestHead(method, target, version, headers, framing, length, keep_alive, upgrade, tunnel, tokens)
 
-    def _request_head(self, method, target, version, headers) -> RequestHead:
+    def _semantics(self, method, target, version, index):
+        """The rules llhttp leaves open, from the indexed fields: (framing, length, keep_alive,
+        upgrade, tunnel, Connection tokens)."""
         if method == b"CONNECT":
             raise MethodNotAllowed("CONNECT is not served by a reverse proxy")
-        index = _index(headers, check_names=True)
         hosts = index.get(b"host", ())
         if len(hosts) > 1:
             raise FramingError("more than one Host")
         if version == b"1.1" and not hosts:
             raise FramingError("no Host in an HTTP/1.1 request")
-        framing, length = self._body_framing(index, version)
-        tokens = _tokens(index[b"connection"]) if b"connection" in index else frozenset()
+        if b"content-length" in index or b"transfer-encoding" in index:
+            framing, length = self._body_framing(index, version)
+        else:
+            framing, length = "none", 0
+        connection = index.get(b"connection")
+        tokens = frozenset(_tokens(connection)) if connection else NO_TOKENS
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
-        tunnel = target.split(b"?", 1)[0].startswith(self.tunnel_paths)
+        paths = self.tunnel_paths
+        tunnel = target.startswith(paths) and target.split(b"?", 1)[0].startswith(paths)
         upgrade = index[b"upgrade"][0] if b"upgrade" in index else b""
         if upgrade and not (b"upgrade" in tokens and (tunnel or _first_token(upgrade) in ALLOWED_UPGRADES)):
             upgrade = b""
         if upgrade and not tunnel and (framing == "chunked" or length):
             # the body would be parsed by the server but skipped by llhttp: the two would disagree
             raise FramingError("an Upgrade request cannot carry a body")
-        return RequestHead(method, target, version, headers, framing, length, keep_alive, upgrade, tunnel,
-                           frozenset(tokens))
+        return framing, length, keep_alive, upgrade, tunnel, tokens
 
 
 class MethodNotAllowed(FramingError):
@@ -527,6 +686,8 @@ class ResponseParser(_Framer):
     EndOfMessage; the final response follows.
     """
 
+    fast = True  # tests turn it off on an instance to compare with the general path
+
     def __init__(self, limits: Limits = Limits()):
         super().__init__(limits)
         self.state = "idle"
@@ -544,9 +705,24 @@ class ResponseParser(_Framer):
         return self.state == "idle"
 
     def feed(self, data: bytes) -> list:
-        if self.state == "passthrough":
+        state = self.state
+        if state == "head" and not self.buf and self.fast:
+            # The usual read: a whole head (and usually its whole body) at once. Read it in place.
+            end = data.find(b"\r\n\r\n") + 4
+            if 4 < end <= self.limits.max_head:
+                head = self._fast_response(data if end == len(data) else data[:end])
+                if head is not None:
+                    framing = head.framing
+                    if framing == "length" and len(data) - end == head.content_length > 0:
+                        self.state = "idle"  # all of it: no buffer, no body state
+                        return [head, Body(data[end:]), EndOfMessage()]
+                    if end < len(data):
+                        self.buf += memoryview(data)[end:]
+                    self._accept(head)
+                    return self._advance(head)
+        if state == "passthrough":
             return [Passthrough(bytes(data))] if data else []
-        if self.state == "error":
+        if state == "error":
             return []
         self.buf += data
         return self._advance()
@@ -561,18 +737,21 @@ class ResponseParser(_Framer):
         self.state = "error"
         return [ProtocolError(502, "the server closed the connection in the middle of a response")]
 
-    def _advance(self) -> list:
+    def _advance(self, head: ResponseHead | None = None) -> list:
+        """Events from the buffer; `head`: one the fast path already read and accepted."""
         events = []
         try:
             while True:
-                if self.state == "idle":
-                    if self.buf:
-                        raise FramingError("the server sent data without a request")
-                    break
-                if self.state == "head":
-                    head = self._read_head()
-                    if head is None:
+                if head is None:
+                    if self.state == "idle":
+                        if self.buf:
+                            raise FramingError("the server sent data without a request")
                         break
+                    if self.state == "head":
+                        head = self._read_head()
+                        if head is None:
+                            break
+                if head is not None:
                     events.append(head)
                     if head.framing == "passthrough":
                         self.state = "passthrough"
@@ -582,7 +761,9 @@ class ResponseParser(_Framer):
                         break
                     if head.interim:
                         self.state = "head"
+                        head = None
                         continue
+                    head = None
                 if not self._body(events):
                     break
                 if self.state != "end-emitted":
@@ -598,6 +779,47 @@ class ResponseParser(_Framer):
         raw = self._split_head()
         if raw is None:
             return None
+        head = self._fast_response(raw) if self.fast else None
+        if head is None:
+            head = self._general_response(raw)
+        self._accept(head)
+        return head
+
+    def _accept(self, head: ResponseHead):
+        if head.framing == "close":
+            self.state = "close"
+        elif head.framing != "passthrough":
+            self._start_body(head.framing, head.content_length)
+
+    def _fast_response(self, raw: bytes) -> ResponseHead | None:
+        """The head read in one pass, or None to read it the general way (see FAST_RESPONSE)."""
+        match = FAST_RESPONSE.fullmatch(raw)
+        if match is None or raw.count(b"\r\n") - 2 > self.limits.max_headers:
+            return None
+        fields_at = match.end(2)
+        index, set_cookies, hop = {}, [], False
+        for name, value in RESPONSE_SPECIAL.findall(raw, fields_at):
+            lname = name.lower()
+            if lname == b"set-cookie":
+                set_cookies.append((name, value))
+                continue
+            hop = True  # every other name here is hop-by-hop or framing: serialize drops it
+            values = index.get(lname)
+            if values is None:
+                index[lname] = [value]
+            else:
+                values.append(value)
+        status, reason = match.groups()
+        try:
+            head = self._response_head(int(status), reason, b"1.1", None, index, set_cookies)
+        except FramingError:
+            return None
+        if head.framing == "chunked":
+            return None  # llhttp reads the head too: it witnesses where the body ends
+        head.raw, head.fields_at, head.hop = raw, fields_at, hop
+        return head
+
+    def _general_response(self, raw: bytes) -> ResponseHead:
         lines = self._check_lines(raw)
         match = STATUS_LINE.fullmatch(lines[0])
         if not match:
@@ -605,30 +827,29 @@ class ResponseParser(_Framer):
         minor, status, reason = match.groups()
         status = int(status)
         headers = _fields(lines)
-        head = self._response_head(status, reason or b"", b"1." + minor, headers)
+        head = self._response_head(status, reason or b"", b"1." + minor, headers, _index(headers, check_names=False))
         if head.framing == "chunked":
             # llhttp reads the head too and then witnesses where the chunked body ends
             if self._llhttp(httptools.HttpResponseParser, raw) != headers:
                 raise FramingError("the response head reads two ways")
-        if head.framing == "close":
-            self.state = "close"
-        elif head.framing != "passthrough":
-            self._start_body(head.framing, head.content_length)
         return head
 
-    def _response_head(self, status, reason, version, headers) -> ResponseHead:
-        index = _index(headers, check_names=False)
+    def _response_head(self, status, reason, version, headers, index, set_cookies=None) -> ResponseHead:
         tokens = frozenset(_tokens(index[b"connection"])) if b"connection" in index else frozenset()
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
+        length_value = index[b"content-length"][0] if b"content-length" in index else None
         if status == 101:
             if not (self.upgrade or self.tunnel):
                 raise FramingError("101 Switching Protocols without an Upgrade request")
-            return ResponseHead(status, reason, version, headers, "passthrough", 0, False, tokens)
+            return ResponseHead(status, reason, version, headers, "passthrough", 0, False, tokens, set_cookies,
+                                length_value)
         if self.tunnel and status >= 200:
-            return ResponseHead(status, reason, version, headers, "passthrough", 0, False, tokens)
+            return ResponseHead(status, reason, version, headers, "passthrough", 0, False, tokens, set_cookies,
+                                length_value)
         framing, length = self._body_framing(index, version)
         if status < 200 or status in (204, 304) or self.method == b"HEAD":
             framing, length = "none", 0
         elif framing == "none":
             framing, keep_alive = "close", False  # RFC 9112 6.3: the body ends when the server closes
-        return ResponseHead(status, reason, version, headers, framing, length, keep_alive, tokens)
+        return ResponseHead(status, reason, version, headers, framing, length, keep_alive, tokens, set_cookies,
+                            length_value)

@@ -10,6 +10,7 @@ Requests gain `X-Forwarded-For` (appended to the client's chain) and
 """
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 from .cookies import strip_cookie
@@ -24,6 +25,12 @@ NEVER_LISTED = frozenset({b"host"})  # `Connection: host` must not make the prox
 
 
 _DROPPED_REQUEST = HOP_BY_HOP | REPLACED
+# The same names as field lines of a raw head (each line with the CRLF before it), for heads
+# the parser read on its fast path: `raw` minus these lines is what the list below would write.
+_REQUEST_LINES = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(_DROPPED_REQUEST)) + rb"):[^\r]*",
+                            re.IGNORECASE)
+_RESPONSE_LINES = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):[^\r]*",
+                             re.IGNORECASE)
 
 
 def _dropped(head) -> frozenset:
@@ -31,21 +38,49 @@ def _dropped(head) -> frozenset:
     return HOP_BY_HOP | (head.connection - NEVER_LISTED) if head.connection else HOP_BY_HOP
 
 
-def forwarded_for(headers, client_ip: str) -> bytes:
+def _raw_fields(head, lines, dropped: frozenset) -> bytes | None:
+    """The start line and the fields to keep, taken from the head as received; None when the
+    head must be written field by field (not read by the fast path, or the Connection header
+    names a field that the fixed `lines` do not cover)."""
+    raw = head.raw
+    if raw is None:
+        return None
+    listed = head.connection - dropped - NEVER_LISTED if head.connection else None
+    if listed:
+        lowered = raw.lower()
+        if any(b"\r\n" + name + b":" in lowered for name in listed):
+            return None
+    return lines.sub(b"", raw[:-4]) if head.hop else raw[:-4]
+
+
+def forwarded_for(headers, client_ip) -> bytes:
     """The client's X-Forwarded-For chain (all its fields, in order) with `client_ip` appended."""
-    chain = [v for k, v in headers if k.lower() == b"x-forwarded-for" and v]
-    chain.append(client_ip.encode("ascii"))
+    return _chain([v for k, v in headers if k.lower() == b"x-forwarded-for"], client_ip)
+
+
+def _chain(values, client_ip) -> bytes:
+    ip = client_ip if isinstance(client_ip, bytes) else client_ip.encode("ascii")
+    if not values:
+        return ip
+    chain = [v for v in values if v]
+    chain.append(ip)
     return b", ".join(chain)
 
 
-def request_head_bytes(head: RequestHead, client_ip: str, *, proto: bytes = b"https",
+def request_head_bytes(head: RequestHead, client_ip: str | bytes, *, proto: bytes = b"https",
                        backend_keep_alive: bool = True, drop_cookie: bytes | None = None,
                        extra=()) -> bytes:
     """The request head to send to the server. `drop_cookie`: the insert cookie, which servers never see."""
-    headers = strip_cookie(head.headers, drop_cookie) if drop_cookie else head.headers
-    dropped = _dropped(head) | REPLACED if head.connection else _DROPPED_REQUEST
-    out = [b"%s %s HTTP/%s\r\n" % (head.method, head.target, head.version)]
-    out += [name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in dropped]
+    kept = None
+    if not drop_cookie or head.raw is None or drop_cookie not in head.raw:
+        kept = _raw_fields(head, _REQUEST_LINES, _DROPPED_REQUEST)
+    if kept is None:
+        headers = strip_cookie(head.headers, drop_cookie) if drop_cookie else head.headers
+        dropped = _dropped(head) | REPLACED if head.connection else _DROPPED_REQUEST
+        out = [b"%s %s HTTP/%s" % (head.method, head.target, head.version)]
+        out += [b"\r\n" + name + b": " + value for name, value in headers if name.lower() not in dropped]
+        kept = b"".join(out)
+    out = [kept, b"\r\n"]
     if head.framing == "chunked":
         out.append(b"Transfer-Encoding: chunked\r\n")
     elif head.framing == "length":
@@ -56,9 +91,9 @@ def request_head_bytes(head: RequestHead, client_ip: str, *, proto: bytes = b"ht
         out.append(b"Connection: close\r\n")
     elif head.version == b"1.0" and backend_keep_alive:
         out.append(b"Connection: keep-alive\r\n")
-    out.append(b"X-Forwarded-For: " + forwarded_for(head.headers, client_ip) + b"\r\n")
-    out.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
-    out.extend(name + b": " + value + b"\r\n" for name, value in extra)
+    out += (b"X-Forwarded-For: ", _chain(head.forwarded, client_ip), b"\r\nX-Forwarded-Proto: ", proto, b"\r\n")
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 
@@ -78,25 +113,34 @@ def client_keep_alive(request: RequestHead, framing_out: str) -> bool:
 def response_head_bytes(head: ResponseHead, framing_out: str, *, keep_alive: bool,
                         client_version: bytes = b"1.1", extra=()) -> bytes:
     """The response head for the client. A passthrough head (101, tunnel) goes out as the server sent it."""
-    out = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
     if framing_out == "passthrough":
-        out.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
+        if head.raw is not None:
+            out = [head.raw[:-4], b"\r\n"]
+        else:
+            out = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+            out.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
     else:
         dropped = _dropped(head)
-        out += [name + b": " + value + b"\r\n" for name, value in head.headers if name.lower() not in dropped]
+        kept = _raw_fields(head, _RESPONSE_LINES, HOP_BY_HOP)
+        if kept is None:
+            out = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
+            out += [b"\r\n" + name + b": " + value for name, value in head.headers if name.lower() not in dropped]
+            kept = b"".join(out)
+        out = [kept, b"\r\n"]
         if framing_out == "chunked":
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif framing_out == "length":
             out.append(b"Content-Length: %d\r\n" % head.content_length)
-        elif framing_out == "none" and head.get(b"content-length") is not None:
+        elif framing_out == "none" and head.length_value is not None:
             # HEAD and 304 describe the size of the body they do not carry
-            out.append(b"Content-Length: " + head.get(b"content-length") + b"\r\n")
+            out += (b"Content-Length: ", head.length_value, b"\r\n")
         if not head.interim:
             if not keep_alive:
                 out.append(b"Connection: close\r\n")
             elif client_version == b"1.0":
                 out.append(b"Connection: keep-alive\r\n")
-    out.extend(name + b": " + value + b"\r\n" for name, value in extra)
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 

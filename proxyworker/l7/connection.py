@@ -32,15 +32,14 @@ import logging
 
 from ..dispatch import Choice
 from ..server import HIGH_WATER, LOW_WATER, SessionInfo
+from .cookies import NOTHING
 from .deadline import HeadDeadline
 from .http1 import Body, EndOfMessage, Passthrough, RequestHead, RequestParser, ResponseHead
 from .serialize import (
     body_bytes,
-    client_keep_alive,
     end_bytes,
     error_response,
     request_head_bytes,
-    response_framing,
     response_head_bytes,
 )
 from .upstream import CLIENT_FULL, LEARNING
@@ -59,7 +58,7 @@ class L7Connection(SessionInfo, asyncio.Protocol):
     __slots__ = ("listener", "transport", "parser", "deadline", "timer", "paused", "client_full", "done",
                  "router", "request", "route", "source_key", "request_sent", "up", "ready", "pending", "replay",
                  "response_started", "framing_out", "keep", "server_keep", "status", "raw_in", "piping",
-                 "held", "task")
+                 "held", "task", "cookies", "client_ip")
 
     def __init__(self, listener):
         self.listener = listener
@@ -91,6 +90,8 @@ class L7Connection(SessionInfo, asyncio.Protocol):
         self.paused = 0
         self.client_full = self.done = self.ready = self.raw_in = self.piping = False
         self.request = self.route = self.source_key = self.replay = self.held = None
+        self.router = self.cookies = None
+        self.client_ip = peer[0].encode("ascii")  # for X-Forwarded-For, once per connection
         self.response_started = self.request_sent = False
         self.pending = []
         now = hub.loop.time()
@@ -157,7 +158,8 @@ class L7Connection(SessionInfo, asyncio.Protocol):
                 if head is not None:
                     out.append(head)
             elif kind is EndOfMessage:
-                out.append(end_bytes(self.request.framing, event.trailers))
+                if self.request.framing == "chunked":
+                    out.append(end_bytes("chunked", event.trailers))
                 self.request_sent = True
             elif kind is Passthrough:
                 out.append(event.data)
@@ -193,16 +195,20 @@ class L7Connection(SessionInfo, asyncio.Protocol):
             self.timer = None
         self.deadline.head_arrived()
         listener = self.listener
-        router = self.router = listener.router
+        router = listener.router
         service = self.service = listener.service  # each request follows the config applied now
         self.request = head
         self.request_sent = self.response_started = False
         self.replay = None
         if head.tunnel:
             self.raw_in = True  # the bytes after a tunnel head belong to the server alone
-        self.source_key = service.key_for(self.peer[0]) if router.needs_source else None
-        route = self.route = router.route(head.cookies, self.source_key)
-        decided, choice = router.choose_now(route)
+        if router is not self.router or head.cookies != self.cookies:
+            # The keys to look up depend only on these (and the source address): the same Cookie
+            # fields as the previous request on this connection, under the same config, give the same.
+            self.router, self.cookies = router, head.cookies
+            self.source_key = service.key_for(self.peer[0]) if router.needs_source else None
+            self.route = router.route(head.cookies, self.source_key)
+        decided, choice = router.choose_now(self.route)
         if decided:
             if choice is None:
                 self._no_server()
@@ -307,7 +313,7 @@ class L7Connection(SessionInfo, asyncio.Protocol):
         head = self.request
         up.parser.expect(head.method, bool(head.upgrade), head.tunnel)
         self.ready = True
-        data = request_head_bytes(head, self.peer[0], drop_cookie=self.router.insert_name)
+        data = request_head_bytes(head, self.client_ip, drop_cookie=self.router.insert_name)
         if up.reused and head.method in REPLAYABLE and head.framing == "none" and not (head.upgrade or head.tunnel):
             self.replay = data
         return data
@@ -380,14 +386,14 @@ class L7Connection(SessionInfo, asyncio.Protocol):
         for i, event in enumerate(events):
             kind = type(event)
             if kind is Body:
-                out.append(body_bytes(self.framing_out, event.data))
+                out.append(body_bytes("chunked", event.data) if self.framing_out == "chunked" else event.data)
             elif kind is ResponseHead:
                 if event.interim:
                     if self.request.version == b"1.1":  # HTTP/1.0 clients get no 1xx (RFC 9110 15.2)
                         out.append(response_head_bytes(event, "none", keep_alive=True))
                     continue
                 learn = self.router.learn(self.route, event.set_cookies, self.up.server, self.source_key)
-                entries = self.router.to_store(learn)
+                entries = self.router.to_store(learn) if learn is not NOTHING else None
                 if entries:
                     if out:
                         self.transport.write(b"".join(out))
@@ -395,7 +401,8 @@ class L7Connection(SessionInfo, asyncio.Protocol):
                     return
                 out.append(self._response_head(event, learn))
             elif kind is EndOfMessage:
-                out.append(end_bytes(self.framing_out, event.trailers))
+                if self.framing_out == "chunked":
+                    out.append(end_bytes("chunked", event.trailers))
                 finished = True
             elif kind is Passthrough:
                 out.append(event.data)
@@ -442,8 +449,12 @@ class L7Connection(SessionInfo, asyncio.Protocol):
             data = response_head_bytes(head, "passthrough", keep_alive=False, extra=learn.add_headers)
             self._start_piping()
             return data
-        framing = self.framing_out = response_framing(head, request.version)
-        keep = self.keep = client_keep_alive(request, framing) and not self.listener.closed
+        framing = head.framing
+        if framing == "close" or (framing == "chunked" and request.version != b"1.1"):
+            framing, keep = "close", False  # an HTTP/1.0 client cannot read chunks (`response_framing`)
+        else:
+            keep = request.keep_alive and not self.listener.closed  # `client_keep_alive`
+        self.framing_out, self.keep = framing, keep
         return response_head_bytes(head, framing, keep_alive=keep, client_version=request.version,
                                    extra=learn.add_headers)
 
@@ -464,7 +475,7 @@ class L7Connection(SessionInfo, asyncio.Protocol):
         self.ready = False
         self.replay = None
         if up is not None:
-            if broken or not self.server_keep or not up.idle:
+            if broken or not self.server_keep or up.parser.state != "idle" or up.closed or up.transport.is_closing():
                 self._drop_up()
             else:
                 up.reused = True

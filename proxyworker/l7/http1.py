@@ -208,6 +208,9 @@ class EndOfMessage:
     trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
+END = EndOfMessage()  # the end of a message without trailers, shared by the fast paths (never modified)
+
+
 @dataclass(slots=True)
 class Passthrough:
     """Raw bytes after an upgrade or a tunnel start: forward them untouched."""
@@ -487,6 +490,10 @@ class RequestParser(_Framer):
             if 4 < end <= self.limits.max_head:
                 head = self._fast_request(data if end == len(data) else data[:end])
                 if head is not None:
+                    if end == len(data) and head.framing == "none" and not head.tunnel:
+                        self.head = head  # all of it, and nothing follows: no buffer, no body state
+                        self.state = "upgrade" if head.upgrade else "waiting"
+                        return [head, END]
                     if end < len(data):
                         self.buf += memoryview(data)[end:]
                     self._accept(head)
@@ -571,8 +578,8 @@ class RequestParser(_Framer):
     def _fast_request(self, raw: bytes) -> RequestHead | None:
         """The head read in one pass, or None to read it the general way (see FAST_REQUEST)."""
         match = FAST_REQUEST.fullmatch(raw)
-        if match is None or raw.count(b"\r\n") - 2 > self.limits.max_headers:
-            return None
+        if match is None or (len(raw) > 6 * self.limits.max_headers and raw.count(b"\r\n") - 2 > self.limits.max_headers):
+            return None  # (a field line takes at least 6 bytes: count them only in a head that long)
         fields_at = match.end(3)
         index, cookies, forwarded, hop = {}, [], [], False
         for name, value in REQUEST_SPECIAL.findall(raw, fields_at):
@@ -715,7 +722,7 @@ class ResponseParser(_Framer):
                     framing = head.framing
                     if framing == "length" and len(data) - end == head.content_length > 0:
                         self.state = "idle"  # all of it: no buffer, no body state
-                        return [head, Body(data[end:]), EndOfMessage()]
+                        return [head, Body(data[end:]), END]
                     if end < len(data):
                         self.buf += memoryview(data)[end:]
                     self._accept(head)
@@ -794,7 +801,7 @@ class ResponseParser(_Framer):
     def _fast_response(self, raw: bytes) -> ResponseHead | None:
         """The head read in one pass, or None to read it the general way (see FAST_RESPONSE)."""
         match = FAST_RESPONSE.fullmatch(raw)
-        if match is None or raw.count(b"\r\n") - 2 > self.limits.max_headers:
+        if match is None or (len(raw) > 6 * self.limits.max_headers and raw.count(b"\r\n") - 2 > self.limits.max_headers):
             return None
         fields_at = match.end(2)
         index, set_cookies, hop = {}, [], False

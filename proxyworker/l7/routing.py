@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..config import RealServer
 from ..dispatch import Choice, Dispatcher, Service
-from .cookies import L7Persistence, Learn, Route
+from .cookies import NOTHING, L7Persistence, Learn, Route
 
 COOKIE_KEY = "cookie:"
 NEEDS_SOURCE = ("source_ip", "cookie_source_ip")
@@ -28,7 +28,7 @@ NEEDS_SOURCE = ("source_ip", "cookie_source_ip")
 class Router:
     """The routing of one virtual service (one config version): persistence, then the scheduler."""
 
-    __slots__ = ("dispatcher", "service", "l7", "group", "ttl", "hosts", "needs_source", "insert_name")
+    __slots__ = ("dispatcher", "service", "l7", "group", "ttl", "hosts", "needs_source", "insert_name", "quiet")
 
     def __init__(self, dispatcher: Dispatcher, service: Service, l7: L7Persistence):
         self.dispatcher, self.service, self.l7 = dispatcher, service, l7
@@ -37,6 +37,8 @@ class Router:
         self.hosts = tuple(service.by_host)
         self.needs_source = l7.method in NEEDS_SOURCE
         self.insert_name = l7.insert.name if l7.method == "cookie_insert" else None
+        # a response without Set-Cookie teaches these methods nothing (`L7Persistence.learn`)
+        self.quiet = l7.method in ("none", "cookie_learn")
 
     def route(self, headers, source_key: str | None) -> Route:
         return self.l7.route(headers, source_key, self.hosts)
@@ -85,6 +87,8 @@ class Router:
 
     # -- learning --------------------------------------------------------------------
     def learn(self, route: Route, headers, server: RealServer, source_key: str | None) -> Learn:
+        if self.quiet and not headers:
+            return NOTHING
         return self.l7.learn(route, headers, server.address, source_key)
 
     def to_store(self, learn: Learn) -> list[tuple[str, str]]:

@@ -120,9 +120,9 @@ def response_head_bytes(head: ResponseHead, framing_out: str, *, keep_alive: boo
             out = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
             out.extend(name + b": " + value + b"\r\n" for name, value in head.headers)
     else:
-        dropped = _dropped(head)
         kept = _raw_fields(head, _RESPONSE_LINES, HOP_BY_HOP)
         if kept is None:
+            dropped = _dropped(head)
             out = [b"HTTP/1.1 %d %s" % (head.status, head.reason)]
             out += [b"\r\n" + name + b": " + value for name, value in head.headers if name.lower() not in dropped]
             kept = b"".join(out)

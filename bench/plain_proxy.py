@@ -1,9 +1,9 @@
-"""The yardstick: a plain asyncio Protocol proxy on uvloop, about 40 lines of logic.
+"""The yardstick: a plain asyncio Protocol proxy on uvloop, about 50 lines of logic.
 
     .venv/bin/python bench/plain_proxy.py LISTEN_HOST:PORT=SERVER_HOST:PORT,SERVER_HOST:PORT [...]
 
 Round robin, no persistence, no accounting, no timeouts: what the issue calls
-"a plain 40-line asyncio Protocol proxy". bench/l4.py runs it next to viewlb
+"a plain 40-line asyncio Protocol proxy" (plus the half-close bookkeeping it needs). bench/l4.py --plain runs it next to viewlb
 and HAProxy so the figures can be read against it. Prints `ready` when listening.
 """
 from __future__ import annotations

@@ -214,6 +214,7 @@ def start_viewlb(stack: Stack, backends, worker_id="bench-l4", prefix=None, snap
     env = dict(os.environ, VIEWLB_REDIS_PREFIX=prefix, REDIS_URL=REDIS_URL, LOG_LEVEL="INFO")
     proc = stack.spawn([PY, "-m", "proxyworker", "--id", worker_id, "--state-dir",
                         str(stack.workdir / f"state-{worker_id}")], worker_id, env=env, cpus=cpus, cwd=cwd)
+    # A worker under a profiler (valgrind, cProfile) needs longer to start: L4_BENCH_START_TIMEOUT.
     deadline = time.monotonic() + float(os.environ.get("L4_BENCH_START_TIMEOUT", "10"))
     while time.monotonic() < deadline:
         beat = client.get(keys.worker(worker_id))

@@ -35,6 +35,9 @@ class ServerStates:
         self.health: dict[str, str] = {}
         self.admin: dict[str, str] = {}
         self._held_until: dict[str, float] = {}
+        # Bumped whenever accepts_new/accepts_stuck may answer otherwise (besides a hold-down
+        # running out, see `held_until`): lets a caller keep answers between two changes.
+        self.version = 0
 
     def update(self, health: Mapping[str, str], admin: Mapping[str, str]) -> list[str]:
         """Replace both hashes; returns the ids whose entries changed (for the log)."""
@@ -42,6 +45,7 @@ class ServerStates:
         changed |= {k for k in set(admin) | set(self.admin) if admin.get(k) != self.admin.get(k)}
         self.health = {k: v for k, v in health.items() if v in HEALTH_STATES}
         self.admin = dict(admin)
+        self.version += 1
         return sorted(changed)
 
     def state(self, server: RealServer) -> str:
@@ -60,6 +64,12 @@ class ServerStates:
 
     def connect_failed(self, server_id: str, now: float) -> None:
         self._held_until[server_id] = now + HOLD_DOWN_SECONDS
+        self.version += 1
 
     def connect_succeeded(self, server_id: str) -> None:
-        self._held_until.pop(server_id, None)
+        if self._held_until.pop(server_id, None) is not None:
+            self.version += 1
+
+    def held_until(self, server_id: str) -> float | None:
+        """When the hold-down of a server whose connect failed ends (None: not held down)."""
+        return self._held_until.get(server_id)

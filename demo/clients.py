@@ -134,11 +134,12 @@ class Generator:
 
 
 def totals(visits: list[Visit], users: list[User]) -> dict:
-    by_user = {u.name: {"visits": 0, "ok": 0, "held": 0, "servers": []} for u in users}
+    by_user = {u.name: {"visits": 0, "ok": 0, "failed": 0, "held": 0, "servers": []} for u in users}
     for v in visits:
         entry = by_user[v.user.name]
         entry["visits"] += 1
         entry["ok"] += v.ok
+        entry["failed"] += not v.ok and not v.interrupted
         entry["held"] += v.persistence_held
         if v.server and v.server not in entry["servers"]:
             entry["servers"].append(v.server)
@@ -151,7 +152,8 @@ def totals(visits: list[Visit], users: list[User]) -> dict:
         "persistence_held": sum(v.persistence_held for v in visits),
         "servers": dict(sorted(Counter(v.server for v in visits if v.server).items())),
         "users": len(users),
-        "users_succeeded": sum(1 for name in visited if by_user[name]["ok"] == by_user[name]["visits"]),
+        # A visit cut short by the end of the run is not a failure of the user's.
+        "users_succeeded": sum(1 for name in visited if by_user[name]["ok"] and not by_user[name]["failed"]),
         "users_visited": len(visited),
         "per_user": by_user,
     }

@@ -78,3 +78,15 @@ def test_sigint_ends_the_run_with_totals(sim):
 def test_it_explains_bad_arguments(args, message):
     result = clients("--target", "127.0.0.1:1", *args)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_visit_cut_short_by_the_end_of_the_run_does_not_count_against_its_user():
+    from demo.clients import totals
+    from demo.visit import User, Visit
+
+    alice, bob = User("alice", "127.0.0.10"), User("bob", "127.0.0.11")
+    done = Visit(alice, "tunnel", 1.0, phase1=["uag1", "uag1"], phase2=["uag1"])
+    cut = Visit(alice, "tunnel", 1.0, phase1=["uag1"], interrupted=True)
+    broken = Visit(bob, "bypass", 1.0, phase1=["uag1"], phase2=["uag2"], error="bypass reached uag2")
+    result = totals([done, cut, broken], [alice, bob])
+    assert (result["users_succeeded"], result["failed"], result["interrupted"]) == (1, 1, 1)

@@ -119,10 +119,12 @@ class L7Connection(SessionInfo, asyncio.Protocol):
     def _watch_head(self):
         """Bound what the parser holds, and start the head clock when a head begins to arrive."""
         parser = self.parser
+        if not parser.buf:  # (what `parser.buffered` and `parser.in_head` read)
+            return
         if self.request is not None:
-            if parser.buffered > MAX_HELD:
+            if len(parser.buf) > MAX_HELD:
                 self._pause(HOLDING)
-        elif self.timer is None and parser.in_head:
+        elif self.timer is None and parser.state == "head":
             loop = self.hub.loop
             self.deadline.update(True, loop.time())
             self.timer = loop.call_at(self.deadline.started + self.deadline.limit, self._head_timeout)
@@ -383,22 +385,25 @@ class L7Connection(SessionInfo, asyncio.Protocol):
             return
         out = []
         finished = broken = False
-        for i, event in enumerate(events):
+        for event in events:
             kind = type(event)
             if kind is Body:
                 out.append(body_bytes("chunked", event.data) if self.framing_out == "chunked" else event.data)
             elif kind is ResponseHead:
-                if event.interim:
+                if event.status < 200 and event.framing != "passthrough":  # interim (100, 103)
                     if self.request.version == b"1.1":  # HTTP/1.0 clients get no 1xx (RFC 9110 15.2)
                         out.append(response_head_bytes(event, "none", keep_alive=True))
                     continue
-                learn = self.router.learn(self.route, event.set_cookies, self.up.server, self.source_key)
-                entries = self.router.to_store(learn) if learn is not NOTHING else None
-                if entries:
-                    if out:
-                        self.transport.write(b"".join(out))
-                    self._hold(entries, event, learn, events[i + 1:])
-                    return
+                router = self.router
+                learn = router.learn(self.route, event.set_cookies, self.up.server, self.source_key)
+                if learn is not NOTHING:
+                    entries = router.to_store(learn)
+                    if entries:
+                        if out:
+                            self.transport.write(b"".join(out))
+                        rest = next(i for i, e in enumerate(events) if e is event) + 1
+                        self._hold(entries, event, learn, events[rest:])
+                        return
                 out.append(self._response_head(event, learn))
             elif kind is EndOfMessage:
                 if self.framing_out == "chunked":

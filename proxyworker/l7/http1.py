@@ -377,6 +377,8 @@ class _Framer:
         """("none"|"length"|"chunked", length) from the indexed header fields; raises on ambiguity."""
         lengths = index.get(b"content-length", ())
         codings = index.get(b"transfer-encoding", ())
+        if not codings and len(lengths) == 1 and DIGITS.fullmatch(lengths[0]):
+            return "length", int(lengths[0])  # the usual answer, in short
         if len(lengths) > 1:
             raise FramingError("more than one Content-Length")
         if len(codings) > 1:
@@ -842,9 +844,11 @@ class ResponseParser(_Framer):
         return head
 
     def _response_head(self, status, reason, version, headers, index, set_cookies=None) -> ResponseHead:
-        tokens = frozenset(_tokens(index[b"connection"])) if b"connection" in index else frozenset()
+        connection = index.get(b"connection")
+        tokens = frozenset(_tokens(connection)) if connection else NO_TOKENS
         keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
-        length_value = index[b"content-length"][0] if b"content-length" in index else None
+        lengths = index.get(b"content-length")
+        length_value = lengths[0] if lengths else None
         if status == 101:
             if not (self.upgrade or self.tunnel):
                 raise FramingError("101 Switching Protocols without an Upgrade request")

@@ -32,7 +32,7 @@ class Router:
     """The routing of one virtual service (one config version): persistence, then the scheduler."""
 
     __slots__ = ("dispatcher", "service", "l7", "group", "ttl", "hosts", "needs_source", "insert_name", "quiet",
-                 "_usable", "_version", "_until")
+                 "_usable", "_version", "_until", "_stuck_for", "_stuck_version")
 
     def __init__(self, dispatcher: Dispatcher, service: Service, l7: L7Persistence):
         self.dispatcher, self.service, self.l7 = dispatcher, service, l7
@@ -45,6 +45,8 @@ class Router:
         self.quiet = l7.method in ("none", "cookie_learn")
         self._usable: list[RealServer] = []  # see `_candidates`
         self._version, self._until = -1, 0.0
+        self._stuck_for: dict[str, RealServer | None] = {}  # see `_stuck`
+        self._stuck_version = -1
 
     def route(self, headers, source_key: str | None) -> Route:
         return self.l7.route(headers, source_key, self.hosts)
@@ -71,9 +73,23 @@ class Router:
         self._version, self._until = states.version, min(ends, default=math.inf)
         return self._usable
 
+    def _stuck(self, host: str, exclude) -> RealServer | None:
+        """`Dispatcher.stuck_server`, remembered per host until the server states change (whether a
+        server keeps its clients depends on its health and admin state alone)."""
+        if exclude:
+            return self.dispatcher.stuck_server(self.service, host, exclude)
+        version = self.dispatcher.states.version
+        if version != self._stuck_version:
+            self._stuck_for, self._stuck_version = {}, version
+        try:
+            return self._stuck_for[host]
+        except KeyError:
+            server = self._stuck_for[host] = self.dispatcher.stuck_server(self.service, host, exclude)
+            return server
+
     def _pinned(self, route: Route, exclude) -> Choice | None:
         """Insert mode: the host named by the appliance's cookie, if it still takes its clients."""
-        server = self.dispatcher.stuck_server(self.service, route.pinned, exclude)
+        server = self._stuck(route.pinned, exclude)
         return Choice(server, "") if server is not None else self._balance(exclude)
 
     def choose_now(self, route: Route, exclude=frozenset()) -> tuple[bool, Choice | None]:
@@ -87,7 +103,7 @@ class Router:
                 host, trusted = dispatcher.table.lookup(self.group, key, now)
                 if not trusted:
                     return False, None
-                server = dispatcher.stuck_server(self.service, host, exclude)
+                server = self._stuck(host, exclude)
                 if server is not None:
                     return True, Choice(server, key)
                 if not key.startswith(COOKIE_KEY):

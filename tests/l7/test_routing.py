@@ -1,5 +1,6 @@
-"""Placing requests without a persistence key: the router keeps the scheduler's candidates between
-two changes of the server states, and must place exactly as `Dispatcher.pick_new` would."""
+"""Placing requests from the local cache: the router keeps the scheduler's candidates and the
+servers that keep their clients between two changes of the server states, and must place
+exactly as `Dispatcher.pick_new` and `Dispatcher.stuck_server` would."""
 import pytest
 
 from proxyworker.config import Persistence, Pool, RealServer, VirtualService
@@ -62,6 +63,29 @@ def test_the_router_places_as_pick_new_while_states_change(scheduler):
                 dispatcher.reserve(choice.server)  # least connections sees the load grow
             clock.now += 0.1
     assert states.version >= 8
+
+
+def test_a_client_stays_on_its_server_as_stuck_server_says_while_states_change():
+    clock, states = Clock(), ServerStates()
+    table = PersistenceTable()
+    dispatcher = Dispatcher(states, table, None, {}, clock)
+    routed, reference = services("round_robin")
+    router = Router(dispatcher, routed, L7Persistence(routed.vs.persistence, routed.vs.group))
+    route = router.route([(b"Cookie", b"JSESSIONID=s1")], None)
+    table.remember(routed.vs.group, route.keys[0], "10.0.0.1", 600, clock.now, confirmed=True)
+    for health, admin in [({}, {}), ({}, {"web/a": "drain"}), ({"web/a": "down"}, {}), ({}, {}),
+                          ({}, {"web/a": "disabled"}), ({}, {"web/a": "enabled"})]:
+        states.update(health, admin)
+        stuck = dispatcher.stuck_server(reference, "10.0.0.1", frozenset())
+        for _ in range(3):
+            decided, choice = router.choose_now(route)
+            assert decided
+            if stuck is not None:
+                assert choice.server.id == stuck.id and choice.client_key == route.keys[0]
+            else:  # its server no longer keeps it: balanced, and it learns the new server's cookie
+                assert choice.server.id != "web/a" and choice.client_key == ""
+    states.connect_failed("web/a", clock.now)  # a hold-down stops new clients, not stuck ones
+    assert router.choose_now(route)[1].server.id == "web/a"
 
 
 def test_a_hold_down_expiring_brings_the_server_back_without_a_state_change():

@@ -377,8 +377,8 @@ class _Framer:
         """("none"|"length"|"chunked", length) from the indexed header fields; raises on ambiguity."""
         lengths = index.get(b"content-length", ())
         codings = index.get(b"transfer-encoding", ())
-        if not codings and len(lengths) == 1 and DIGITS.fullmatch(lengths[0]):
-            return "length", int(lengths[0])  # the usual answer, in short
+        if not codings and len(lengths) == 1 and len(lengths[0]) <= 18 and lengths[0].isdigit():
+            return "length", int(lengths[0])  # the usual answer, in short (DIGITS)
         if len(lengths) > 1:
             raise FramingError("more than one Content-Length")
         if len(codings) > 1:
@@ -602,6 +602,10 @@ class RequestParser(_Framer):
             elif b"_" in lname and lname.replace(b"_", b"-") in FRAMING_NAMES:
                 return None  # refused the general way, with its words
         method, target, minor = match.groups()
+        if minor == b"1" and len(index) == 1 and len(index.get(b"host", ())) == 1 and not target.startswith(self.tunnel_paths):
+            # the usual request, in short: what `_semantics` says of one Host and no other framing field
+            return RequestHead(method, target, b"1.1", None, "none", 0, True, b"", False, NO_TOKENS,
+                               cookies, forwarded, raw, fields_at, hop)
         version = b"1.1" if minor == b"1" else b"1.0"
         try:
             framing, length, keep_alive, upgrade, tunnel, tokens = self._semantics(method, target, version, index)
@@ -819,8 +823,16 @@ class ResponseParser(_Framer):
             else:
                 values.append(value)
         status, reason = match.groups()
+        status = int(status)
+        lengths = index.get(b"content-length")
+        if (lengths is not None and len(lengths) == 1 and len(index) == 1 and status >= 200 and status != 204
+                and status != 304 and self.method != b"HEAD" and not self.tunnel):
+            value = lengths[0]
+            if len(value) <= 18 and value.isdigit():  # (DIGITS) the usual answer, in short: as `_response_head`
+                return ResponseHead(status, reason, b"1.1", None, "length", int(value), True, NO_TOKENS,
+                                    set_cookies, value, raw, fields_at, True)
         try:
-            head = self._response_head(int(status), reason, b"1.1", None, index, set_cookies)
+            head = self._response_head(status, reason, b"1.1", None, index, set_cookies)
         except FramingError:
             return None
         if head.framing == "chunked":

@@ -111,7 +111,8 @@ def load_certificate(ctx: ssl.SSLContext, cert_pem: str, key_pem: bytes):
     sealed = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.BestAvailableEncryption(password))
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    fd, path = tempfile.mkstemp(prefix="viewlb-cert-", suffix=".pem", dir=shm)
+    # the pid in the name: whose file it is (and what tests/l7/test_tlsconf.py watches)
+    fd, path = tempfile.mkstemp(prefix=f"viewlb-cert-{os.getpid()}-", suffix=".pem", dir=shm)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(cert_pem.encode() + b"\n" + sealed)

@@ -24,13 +24,15 @@ this loop without sockets, tests/l7/test_worker_*.py through a real worker):
    `deadline.update(parser.in_head, now)`; a sweep answers an expired deadline
    with `serialize.error_response(408)` and closes; stop reading the client
    while `parser.paused`;
-3. `RequestHead`: `deadline.head_arrived()`; `L7Persistence.route(headers,
+3. `RequestHead`: `deadline.head_arrived()`; `L7Persistence.route(head.cookies,
    source_key, pool hosts)` -> pinned host, else the first persistence key
-   found in the store, else the scheduler; write
+   found in the store, else the scheduler (the route is kept while a
+   connection sends the same Cookie fields under the same config); write
    `serialize.request_head_bytes(head, client_ip, drop_cookie=...)` to a
    server connection, then `body_bytes`/`end_bytes` for Body/EndOfMessage;
    `ResponseParser.expect(head.method, bool(head.upgrade), head.tunnel)`;
-4. `ResponseHead` from the server: `L7Persistence.learn(...)` -> entries to
+4. `ResponseHead` from the server: `L7Persistence.learn(route,
+   head.set_cookies, ...)` -> entries to
    store/forget and headers to add; write `response_head_bytes(head,
    response_framing(head, request.version), keep_alive=client_keep_alive(...),
    extra=learn.add_headers)`, then the body; interim (1xx) heads go out as they

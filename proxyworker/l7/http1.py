@@ -8,17 +8,24 @@ where every request ends (request smuggling lives in their disagreements).
 
 How a request head is read:
 1. this module finds the end of the head itself (the first CRLF CRLF, within
-   `Limits.max_head`) and refuses bare CR or LF, obs-fold, more than
-   `Limits.max_headers` fields and a request line that is not exactly
-   `METHOD SP target SP HTTP/1.x`;
-2. llhttp (through httptools) parses the head: it rejects invalid tokens and
+   `Limits.max_head`);
+2. the fast path (`FAST_REQUEST`) reads the heads real clients send in one
+   strict regex pass: a method llhttp knows, an origin-form target, every field
+   `token: value` with field characters only, at most `Limits.max_headers`;
+   anything else goes the general way, which accepts nothing the fast path
+   would refuse and words every error (tests/l7/test_fast_path.py compares
+   the two on generated heads);
+3. the general way refuses bare CR or LF, obs-fold, too many fields and a
+   request line that is not exactly `METHOD SP target SP HTTP/1.x`, then
+   llhttp (through httptools) parses the head: it rejects invalid tokens and
    characters, header names with spaces, non-numeric or duplicate
-   Content-Length, Content-Length together with Transfer-Encoding (a response
-   head is read by one strict field regex instead, with llhttp added when its
-   body is chunked: see `_fields`);
-3. the semantic rules llhttp leaves open are checked here: Transfer-Encoding
-   must be exactly `chunked` and only in HTTP/1.1, one Host, no CONNECT, no
-   body on an Upgrade request.
+   Content-Length, Content-Length together with Transfer-Encoding;
+4. either way the semantic rules are checked here: Transfer-Encoding must be
+   exactly `chunked` and only in HTTP/1.1, one Host, no CONNECT, no body on an
+   Upgrade request, no field name imitating a framing field with underscores.
+A response head is read by the same kind of regex (`FAST_RESPONSE`, else one
+strict field regex per line: see `_fields`), with llhttp added when its body
+is chunked. A chunked head of either kind always goes the general way.
 Chunked bodies are decoded by `chunked.ChunkedDecoder` (which knows where the
 body ends) and fed to llhttp as a witness: if the two parsers disagree about
 the end of the message, it is refused.

@@ -7,6 +7,11 @@ written from what the parser decided: exactly one `Content-Length: n`, or
 `Transfer-Encoding: chunked` with chunks re-encoded by us, or nothing.
 Requests gain `X-Forwarded-For` (appended to the client's chain) and
 `X-Forwarded-Proto`; Host and everything else end-to-end is kept as sent.
+
+A head the parser read on its fast path (`raw` set: every field already
+written `name: value`) is copied from its bytes with the dropped lines cut
+out, which gives exactly the bytes writing it field by field would give
+(tests/l7/test_fast_path.py compares the two).
 """
 from __future__ import annotations
 

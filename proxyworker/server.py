@@ -79,6 +79,28 @@ class SessionInfo:
         self.closed = self.started = False
         self.published = -1  # bytes moved when last written to the sessions hash; -1 = not there
 
+    def _open_session(self, hub, service: Service, peer):
+        """Count this session and make it visible to the sweep and the reporting."""
+        self._init_session(hub, service, peer)
+        service.counters.active += 1
+        service.counters.total += 1
+        hub.live.add(self)
+
+    def _admit(self, hub, service: Service, transport) -> bool:
+        """A new client connection (layer 4 or 7): refused beyond max_connections, else opened."""
+        limit = service.vs.max_connections
+        if limit and service.counters.active >= limit:
+            hub.refused(service, "max_connections")
+            transport.close()
+            return False
+        peer = transport.get_extra_info("peername")
+        if peer is None:  # reset before we even saw it
+            transport.abort()
+            return False
+        self._open_session(hub, service, peer)
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        return True
+
     def describe(self, worker_id: str, now_wall: float, now_loop: float) -> dict:
         server = self.server
         return {
@@ -139,22 +161,9 @@ class TcpConnection(SessionInfo, asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        hub, service = self.hub, self.service
-        limit = service.vs.max_connections
-        if limit and service.counters.active >= limit:
-            hub.refused(service, "max_connections")
-            transport.close()
-            return
-        peer = transport.get_extra_info("peername")
-        if peer is None:  # reset before we even saw it
-            transport.abort()
-            return
-        self._init_session(hub, service, peer)
-        service.counters.active += 1
-        service.counters.total += 1
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        hub.live.add(self)
-        self.task = hub.loop.create_task(self._connect())
+        hub = self.hub
+        if self._admit(hub, self.service, transport):
+            self.task = hub.loop.create_task(self._connect())
 
     # -- choosing and reaching a server (redispatch on refusal or timeout) --
     async def _connect(self):
@@ -406,10 +415,7 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
         self.pending = []
         self.tried: set[str] = set()
         hub = listener.hub
-        self._init_session(hub, service, addr)
-        service.counters.active += 1
-        service.counters.total += 1
-        hub.live.add(self)
+        self._open_session(hub, service, addr)
         self.task = hub.loop.create_task(self._connect())
 
     async def _connect(self):

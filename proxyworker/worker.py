@@ -277,19 +277,23 @@ class Worker:
     def next_number(self) -> int:
         return next(self._numbers)
 
-    def session_started(self, session) -> None:
-        server_id = session.server.id
+    def _server_counters(self, server_id: str) -> ServerCounters:
+        # get() first: setdefault would build a throwaway ServerCounters on every request
         counters = self.server_counters.get(server_id)
         if counters is None:
             counters = self.server_counters[server_id] = ServerCounters()
-        counters.total += 1
+        return counters
+
+    def session_started(self, session) -> None:
+        server_id = session.server.id
+        self._server_counters(server_id).total += 1
         self.totals["connections"] += 1
         self.states.connect_succeeded(server_id)
         self.reporter.opened(session)
 
     def session_moved(self, session, previous) -> None:
         self.dispatcher.release(previous)  # the new server was reserved when chosen
-        self.server_counters.setdefault(session.server.id, ServerCounters()).total += 1
+        self._server_counters(session.server.id).total += 1
 
     def session_ended(self, session) -> None:
         self.live.discard(session)
@@ -301,7 +305,7 @@ class Worker:
     def connect_failed(self, session, server, exc) -> None:
         self.dispatcher.connect_failed(server)
         self.totals["redispatches"] += 1
-        self.server_counters.setdefault(server.id, ServerCounters()).failed += 1
+        self._server_counters(server.id).failed += 1
         log.warning("server %s (%s:%d) failed for %s on %s: %s; redispatching",
                     server.id, server.address, server.port, session.peer[0], session.service.name,
                     type(exc).__name__ if isinstance(exc, TimeoutError) else exc)

@@ -31,7 +31,7 @@ import asyncio
 import logging
 
 from ..dispatch import Choice
-from ..server import HIGH_WATER, LOW_WATER, SessionInfo
+from ..server import SessionInfo
 from .cookies import NOTHING
 from .deadline import HeadDeadline
 from .http1 import Body, EndOfMessage, Passthrough, RequestHead, RequestParser, ResponseHead
@@ -70,21 +70,10 @@ class L7Connection(SessionInfo, asyncio.Protocol):
     # --- the client side -----------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
-        hub, service = self.hub, self.service
-        limit = service.vs.max_connections
-        if limit and service.counters.active >= limit:
-            hub.refused(service, "max_connections")
-            transport.abort()
+        hub = self.hub
+        if not self._admit(hub, self.service, transport):
             return
-        peer = transport.get_extra_info("peername")
-        if peer is None:  # reset before we even saw it
-            transport.abort()
-            return
-        self._init_session(hub, service, peer)
-        service.counters.active += 1
-        service.counters.total += 1
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        hub.live.add(self)
+        peer = self.peer
         self.parser = RequestParser()
         self.deadline = HeadDeadline(self.listener.head_timeout)
         self.paused = 0

@@ -299,6 +299,10 @@ class Keys:
         return f"{self.prefix}:sessions:{worker_id}"
 
     @property
+    def control(self):  # channel: session control messages from the console (messages.ControlMessage)
+        return f"{self.prefix}:control"
+
+    @property
     def channels_prefix(self):  # channels_redis prefix, so Django and workers share groups
         return f"{self.prefix}:asgi"
 

@@ -1,4 +1,5 @@
-"""The messages proxy workers send to the Channels groups `sessions` and `stats`.
+"""The messages proxy workers send to the Channels groups `sessions` and `stats`,
+and the control messages they receive on the Redis channel `Keys.control`.
 
 Defined once, here: the worker builds them and the dashboards import these
 types to read them. Every message is a batch (one per group per flush, every
@@ -6,6 +7,7 @@ types to read them. Every message is a batch (one per group per flush, every
 """
 from __future__ import annotations
 
+import json
 from typing import Literal, NotRequired, TypedDict
 
 SESSIONS_GROUP = "sessions"
@@ -28,6 +30,7 @@ class Session(TypedDict):
     client_key: str  # persistence key (source IP under the netmask), else the client IP
     server: str  # real server id "<pool>/<server>"
     server_address: str  # "host:port"
+    group: str  # persistence group of its VIP: one Horizon session = same (group, client_key)
     opened_at: float  # unix time
     bytes_in: NotRequired[int]  # client -> server
     bytes_out: NotRequired[int]  # server -> client
@@ -71,3 +74,40 @@ class StatsBatch(TypedDict):
     at: float  # unix time
     services: dict[str, ServiceStats]
     servers: dict[str, ServerStats]
+
+
+class ControlMessage(TypedDict):
+    """Published on `Keys.control` by the console; every worker acts on it.
+
+    `session.kill`: forget the local persistence entry (group, client_key) and
+    abort every live session of that group whose client key (`Session.client_key`)
+    is client_key. The console deletes or re-points the shared Redis entry first,
+    so the client's reconnects land where the console decided.
+    """
+
+    type: Literal["session.kill"]
+    group: str
+    client_key: str
+    by: str  # the console user, for the worker's log line
+
+
+CONTROL_TYPES = ("session.kill",)
+
+
+def parse_control(text) -> ControlMessage:
+    """A control message from its JSON; ValueError saying what is wrong with it."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("type") not in CONTROL_TYPES:
+        raise ValueError(f"unknown type {data.get('type')!r}")
+    for name in ("group", "client_key", "by"):
+        if not isinstance(data.get(name), str):
+            raise ValueError(f"{name} must be a string")
+    for name in ("group", "client_key"):
+        if not data[name]:
+            raise ValueError(f"{name} must not be empty")
+    return ControlMessage(type=data["type"], group=data["group"], client_key=data["client_key"], by=data["by"])

@@ -87,6 +87,14 @@ class PersistenceTable:
             entry.expires = now + entry.ttl
         self._dirty.add((group, key))
 
+    def forget(self, group: str, key: str) -> bool:
+        """The console killed or moved this client: drop the entry so the next connection asks Redis.
+
+        The pending refresh goes too: it would recreate the Redis entry the console just deleted.
+        """
+        self._dirty.discard((group, key))
+        return self._entries.pop((group, key), None) is not None
+
     def take_dirty(self, limit: int = REFRESH_BATCH) -> list[tuple[str, str, str, int]]:
         batch = []
         while self._dirty and len(batch) < limit:

@@ -112,6 +112,7 @@ class SessionInfo:
             "client_key": self.client_key or self.peer[0],
             "server": server.id,
             "server_address": f"{server.address}:{server.port}",
+            "group": self.service.group,
             "opened_at": self.opened_at,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,

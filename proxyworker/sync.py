@@ -1,8 +1,10 @@
 """The link to the control plane: config versions and server states from Redis.
 
 Subscribes to the channels `Keys.config` (message = a version number: re-GET
-the key) and `Keys.health` (any message: re-read the health and admin
-hashes). It subscribes *before* reading, so nothing published in between is
+the key), `Keys.health` (any message: re-read the health and admin
+hashes) and `Keys.control` (a `messages.ControlMessage`: act on one client's
+sessions at once; nothing to re-read, so a message missed while Redis was away
+is lost, as the console's own DELETE of the persistence entry is not). It subscribes *before* reading, so nothing published in between is
 missed, re-reads everything every few seconds as a safety net, and when Redis
 goes away it keeps the last good state, retries with backoff and resyncs.
 """
@@ -12,6 +14,8 @@ import asyncio
 import logging
 
 from redis.exceptions import RedisError
+
+from .messages import parse_control
 
 log = logging.getLogger("proxyworker.sync")
 
@@ -53,10 +57,10 @@ class ControlPlaneLink:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.keys.config, self.keys.health)
+                await pubsub.subscribe(self.keys.config, self.keys.health, self.keys.control)
                 await self.resync()
                 if not self.connected:
-                    log.info("subscribed to %s and %s", self.keys.config, self.keys.health)
+                    log.info("subscribed to %s, %s and %s", self.keys.config, self.keys.health, self.keys.control)
                 self.connected, backoff = True, BACKOFF_MIN
                 await self._listen(pubsub)
             except _ERRORS as exc:
@@ -74,13 +78,28 @@ class ControlPlaneLink:
         while True:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message.get("type") == "message":
-                if message["channel"] == self.keys.config:
+                channel = message["channel"]
+                if channel == self.keys.config:
                     await self.load_config()
+                elif channel == self.keys.control:
+                    self.control(message["data"])
                 else:
                     await self.load_states()
             if loop.time() >= next_resync:
                 await self.resync()
                 next_resync = loop.time() + RESYNC_SECONDS
+
+    def control(self, text) -> None:
+        """One control message; a malformed one is logged and changes nothing."""
+        try:
+            message = parse_control(text)
+        except ValueError as exc:
+            log.warning("control message ignored (%s): %.200r", exc, text)
+            return
+        try:
+            self.worker.kill_session(message["group"], message["client_key"], message["by"])
+        except Exception:  # a bug here must not end the link to the control plane
+            log.exception("control message %r failed", message)
 
     async def resync(self) -> None:
         await self.load_states()

@@ -314,6 +314,27 @@ class Worker:
         service.counters.refused += 1
         self.totals["refused"] += 1
 
+    # --- control: the console acts on one Horizon session ------------------
+    def kill_session(self, group: str, client_key: str, by: str = "") -> int:
+        """Forget the local persistence entry and abort every live session of (group, client_key).
+
+        Covers layer-4 connections, layer-7 connections and UDP flows alike: all are in
+        `live` and report `client_key or peer[0]` as their key (what `describe` shows).
+        Returns how many sessions were closed.
+        """
+        doomed = [s for s in self.live
+                  if s.service.group == group and (s.client_key or s.peer[0]) == client_key]
+        for session in doomed:
+            # Nothing moved since the last sweep, as far as the sweep knows: it must not
+            # re-mark the entry for a refresh before the abort lands (that would recreate
+            # the Redis entry the console just deleted).
+            session.seen = session.bytes_in + session.bytes_out
+            session.abort()
+        forgotten = self.table.forget(group, client_key)
+        log.info("session.kill by %s: group %s, client %s: %d closed%s", by or "?", group, client_key,
+                 len(doomed), ", persistence entry forgotten" if forgotten else "")
+        return len(doomed)
+
     # --- periodic ------------------------------------------------------------
     def sweep(self) -> None:
         """Idle timeouts and persistence activity, once a second rather than per packet."""

@@ -6,7 +6,8 @@
   id -> JSON), so a dashboard can page through them server-side; it expires
   with the heartbeat.
 - Channels groups `sessions` and `stats` (see `messages.py`): at most one
-  message per group per 250 ms flush, with a cap on items per message.
+  message per group per 250 ms flush, with a cap on items per message; a
+  connection that opened and closed within one flush is in the counters only.
 The per-connection cost is one list append at open and one at close.
 """
 from __future__ import annotations
@@ -124,6 +125,11 @@ class Reporter:
         self._resync_sessions = False
 
     async def _send_sessions(self, opened, closed) -> None:
+        # A connection that opened and closed within one flush never reached the sessions hash
+        # (published < 0): the dashboards would add and remove it at once, so it is left out of
+        # both lists and shows only in the counters. Under a connection storm that is most of them.
+        opened = [s for s in opened if not s.closed]
+        closed = [(s, at) for s, at in closed if s.published >= 0]
         if not opened and not closed:
             return
         worker = self.worker

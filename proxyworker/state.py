@@ -58,6 +58,19 @@ class ServerStates:
         held = self._held_until.get(server.id)
         return held is None or held <= now
 
+    def refusal(self, server: RealServer, now: float) -> str | None:
+        """Why `accepts_new` says no, for people (the trace page): the state ("down", "drain",
+        "disabled"), else "weight" (weight 0) or "held" (hold-down after a failed connect).
+        None exactly when `accepts_new` says yes. Kept beside it rather than under it: it is
+        off the per-connection path."""
+        state = self.state(server)
+        if state != UP:
+            return state
+        if server.weight <= 0:
+            return "weight"
+        held = self._held_until.get(server.id)
+        return None if held is None or held <= now else "held"
+
     def accepts_stuck(self, server: RealServer) -> bool:
         """May a client whose persistence entry names this server keep going there?"""
         return _RANK[self.state(server)] <= _RANK[DRAIN]

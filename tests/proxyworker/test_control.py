@@ -7,11 +7,14 @@ entry, then PUBLISH a `ControlMessage` on `Keys.control`.
 """
 import json
 import re
+import socket
+import ssl
 
 import pytest
 
 from proxyworker.messages import parse_control
 from proxyworker.persistence import PersistenceTable
+from tests.l7.stack import INSECURE, PORTAL, L7Stack, PlainBackends, certificate, l7_service, read_head
 from tests.proxyworker.harness import closed_by_peer, recv_exact, wait_for
 from tests.proxyworker.horizon import GROUP, Farm, sessions
 
@@ -172,3 +175,53 @@ def test_it_ignores_malformed_control_messages(harness, farm, workers, opened):
     assert all(closed_by_peer(sock, 3) for sock in tcp)
     for worker in workers:
         worker.check_alive()
+
+
+def _https_from(port: int, source: str) -> ssl.SSLSocket:
+    """A TLS connection to the VIP from `source`, after one exchange (so it is routed and counted)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=3, source_address=(source, 0))
+    sock = INSECURE.wrap_socket(raw, server_hostname=PORTAL)
+    sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {PORTAL}\r\n\r\n".encode())
+    status, headers, _ = read_head(sock, bytearray())
+    assert status == 200
+    return sock
+
+
+def _tls_closed(sock: ssl.SSLSocket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_it_kills_layer7_connections_too(tmp_path, opened):
+    """443 terminated at layer 7 (source-IP persistence in the Horizon group): the kill cuts them as well."""
+    stack, web = L7Stack("control7", tmp_path), PlainBackends("web1", "web2")
+    try:
+        cert, _ = certificate("portal", PORTAL, PORTAL)
+        vs = l7_service("portal", "pweb", method="source_ip", backend_tls=False, persistence_group=GROUP)
+        stack.publish([vs], [web.pool("pweb")], [cert])
+        victim = [opened(_https_from(vs.port, "127.0.44.1")) for _ in range(2)]
+        bystander = opened(_https_from(vs.port, "127.0.44.2"))
+        listed = wait_for(lambda: len(found := sessions(stack.harness, stack.workers)) == 3 and found, 3,
+                          message="three layer-7 sessions listed")
+        assert {s["client_key"] for s in listed} == {"127.0.44.1", "127.0.44.2"}
+        assert {s["group"] for s in listed} == {GROUP}
+        kill(stack.harness, "127.0.44.1")
+        assert all(_tls_closed(sock, 3) for sock in victim)
+        assert not _tls_closed(bystander, 0.1)
+        bystander.sendall(f"HEAD /again HTTP/1.1\r\nHost: {PORTAL}\r\n\r\n".encode())
+        assert read_head(bystander, bytearray())[0] == 200
+        wait_for(lambda: [s["client_key"] for s in sessions(stack.harness, stack.workers)] == ["127.0.44.2"], 3,
+                 message="only the bystander's session listed")
+        worker = stack.worker
+        bystander.close()  # a TLS close waits for the client's close_notify: no client, no quick stop
+        assert "session.kill by tester: group horizon, client 127.0.44.1: 2 closed" in worker.log()
+        assert worker.stop() == 0
+        worker.assert_clean_log()
+    finally:
+        stack.close()
+        web.close()

@@ -14,7 +14,7 @@ import redis
 from monitoring import published, services
 from proxyworker.config import Keys, Snapshot
 
-from . import sources
+from . import horizon, nat, sources
 from .messages import OverviewState, ServerState, WorkerState
 
 LATE_SECONDS = 5.0  # workers beat every 2 s; a heartbeat older than this is late (it expires at 10 s)
@@ -92,6 +92,7 @@ class Overview:
     workers: list[WorkerView]
     sessions: int
     sticky: int
+    nat_warnings: list[nat.NatWarning] = field(default_factory=list)
 
     @property
     def behind(self) -> list[WorkerView]:
@@ -106,14 +107,17 @@ class Overview:
 
 def build(client: redis.Redis | None = None, keys: Keys | None = None, now: float | None = None,
           counts: bool = True) -> Overview:
-    """The overview from Redis; `counts=False` skips the whole-table session count (live stats carry it)."""
+    """The overview from Redis; `counts=False` skips the whole-table pass over the live connections (the live
+    stats carry the counts) and with it the NAT warnings."""
     client, keys = client or published.redis_client(), keys or published.keys()
     now = time.time() if now is None else now
     current = published.load(client, keys)
     snapshot = current.snapshot if current else None
     beats = sources.workers(client, keys)
     workers = [_worker(beat, snapshot, now) for beat in beats]
-    sessions = sources.session_totals(client, keys) if counts else sources.SessionTotals()
+    # One pass gives both the counts and the NAT warnings (horizon.py): never a second scan of the sessions.
+    grouped = horizon.aggregate(client, keys) if counts else horizon.Aggregate()
+    sessions = grouped.totals
     sticky = sources.persist_totals(client, keys)
     admin = client.hgetall(keys.admin)
     health = services.server_health([s.id for s in snapshot.servers()], now) if snapshot else {}
@@ -122,6 +126,7 @@ def build(client: redis.Redis | None = None, keys: Keys | None = None, now: floa
     return Overview(
         version=snapshot.version if snapshot else None, published_at=snapshot.published_at if snapshot else "",
         services=views, workers=workers, sessions=sessions.total, sticky=sticky.total,
+        nat_warnings=nat.warnings(grouped, snapshot) if counts else [],
     )
 
 

@@ -394,7 +394,7 @@ def count_persistence(client: redis.Redis, keys: Keys) -> PersistTotals:
     return PersistTotals(dict(counts), sum(counts.values()))
 
 
-class _Cached:
+class Cached:
     """A per-process cache of one aggregate per Redis prefix, recomputed by one caller at a time."""
 
     def __init__(self, compute):
@@ -422,5 +422,5 @@ class _Cached:
         return entry[1] if entry else None
 
 
-session_totals = _Cached(count_sessions)
-persist_totals = _Cached(count_persistence)
+session_totals = Cached(count_sessions)
+persist_totals = Cached(count_persistence)

@@ -39,12 +39,39 @@ def heartbeat(client: redis.Redis, keys: Keys, worker_id: str, version: int, age
     client.set(keys.worker(worker_id), compact(beat), ex=60)
 
 
-def session(worker_id: str, n: int, server="web/s1", vs="web-443", client_ip=None, opened_ago=30.0) -> dict:
+def session(worker_id: str, n: int, server="web/s1", vs="web-443", client_ip=None, opened_ago=30.0,
+            port=8443, protocol="tcp", group=None, server_port=443) -> dict:
+    """A live connection as a worker stores it; `group` is left out unless given (workers before issue 7)."""
     ip = client_ip or f"10.1.{n // 250 % 250}.{n % 250 + 1}"
     now = time.time()
-    return {"id": f"{worker_id}:{n}", "vs": vs, "port": 8443, "protocol": "tcp", "client": f"{ip}:{40000 + n % 20000}",
-            "client_key": ip, "server": server, "server_address": f"10.0.0.{server[-1]}:443",
-            "opened_at": now - opened_ago, "bytes_in": 1000 + n, "bytes_out": 20000 + n, "active_at": now - 2}
+    stored = {"id": f"{worker_id}:{n}", "vs": vs, "port": port, "protocol": protocol,
+              "client": f"{ip}:{40000 + n % 20000}", "client_key": ip, "server": server,
+              "server_address": f"10.0.0.{server[-1]}:{server_port}", "opened_at": now - opened_ago,
+              "bytes_in": 1000 + n, "bytes_out": 20000 + n, "active_at": now - 2}
+    if group is not None:
+        stored["group"] = group
+    return stored
+
+
+def horizon_snapshot(version=5, backup_s3=False) -> Snapshot:
+    """A UAG pair as Horizon uses it: 443/tcp and Blast 8443/udp in one persistence group "uag" (source IP),
+    and a VIP without persistence. s1 on 10.0.0.1, s2 on 10.0.0.2 (s3 on 10.0.0.3, a backup, if asked)."""
+    def servers(port):
+        found = [RealServer(id=f"uag{port}/s{i}", name=f"s{i}", address=f"10.0.0.{i}", port=port) for i in (1, 2)]
+        if backup_s3:
+            found.append(RealServer(id=f"uag{port}/s3", name="s3", address="10.0.0.3", port=port, backup=True))
+        return tuple(found)
+
+    ip = Persistence(method="source_ip", timeout=5400)
+    services = (
+        VirtualService(name="uag-443", address="192.0.2.10", port=443, pool="uag443", persistence_group="uag",
+                       persistence=ip),
+        VirtualService(name="uag-blast-udp", address="192.0.2.10", port=8443, protocol="udp", pool="uag8443",
+                       persistence_group="uag", persistence=ip),
+        VirtualService(name="plain-80", address="192.0.2.10", port=80, pool="uag443"),
+    )
+    return Snapshot(version=version, virtual_services=services,
+                    pools=(Pool(name="uag443", servers=servers(443)), Pool(name="uag8443", servers=servers(8443))))
 
 
 def add_sessions(client: redis.Redis, keys: Keys, worker_id: str, sessions: list[dict], chunk=5000) -> None:

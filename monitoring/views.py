@@ -1,5 +1,9 @@
+from django.shortcuts import render
 from django.views.generic import ListView
 
+from . import published, trace
+from .forms import TraceForm
+from .live.views import needs_redis
 from .models import HealthEvent
 
 
@@ -26,3 +30,17 @@ class HealthEventList(ListView):
         context["filter_query"] = self.request.GET.copy()
         context["filter_query"].pop("page", None)
         return context
+
+
+@needs_redis
+def trace_page(request):
+    """Where a client would land now on each VIP, and why (any logged-in user may ask)."""
+    current = published.load()
+    snapshot = current.snapshot if current else None
+    asked = "client" in request.GET
+    form = TraceForm(request.GET if asked else None, snapshot)
+    result = None
+    if asked and form.is_valid():
+        data = form.cleaned_data
+        result = trace.run(data["client"], data["cookie"], data["vs"])
+    return render(request, "monitoring/trace.html", {"form": form, "trace": result, "published": snapshot})

@@ -4,7 +4,10 @@
     viewlb apply -f FILE [--dry-run] [--user U] validate, show the diff, publish
     viewlb publish [--user U] [-m COMMENT]      publish the draft (after editing in the console)
     viewlb createadmin [--username admin]       create or reset an administrator; prints the password
+    viewlb trace CLIENT [--cookie V] [--vs NAME] [--json]
+                                                which server a client would reach now, and why
 """
+import json
 import secrets
 import sys
 from pathlib import Path
@@ -34,6 +37,11 @@ class Command(BaseCommand):
         publish.add_argument("-m", "--comment", default="", help="comment stored with the version")
         admin = sub.add_parser("createadmin", help="create or reset an administrator and print its password")
         admin.add_argument("--username", default="admin")
+        trace = sub.add_parser("trace", help="which server a client would reach now on each VIP, and why")
+        trace.add_argument("client", help="the client's IP address")
+        trace.add_argument("--cookie", default="", help="layer 7: the session cookie's value, or a whole Cookie header")
+        trace.add_argument("--vs", default="", help="only this virtual service")
+        trace.add_argument("--json", dest="as_json", action="store_true", help="print the explanation as JSON")
 
     def handle(self, *args, action, **options):
         getattr(self, "do_" + action)(**options)
@@ -82,6 +90,27 @@ class Command(BaseCommand):
         user.groups.add(Group.objects.get_or_create(name=roles.ADMIN)[0])
         self.stdout.write(f"{'created' if created else 'reset'} administrator {username!r}")
         self.stdout.write(f"username: {username}\npassword: {password}")
+
+    def do_trace(self, client, cookie="", vs="", as_json=False, **options):
+        import redis
+
+        from monitoring import trace as tracing  # reads the workers' Redis state; only this subcommand needs it
+
+        try:
+            address = tracing.client_address(client)
+        except ValueError as exc:
+            raise CommandError(f"client: {exc}") from None
+        try:
+            result = tracing.run(address, cookie.strip(), vs)
+        except redis.RedisError as exc:
+            raise CommandError(f"cannot read Redis ({exc}): the trace needs the workers' shared state") from None
+        if result.problem:
+            raise CommandError(result.problem)
+        if as_json:
+            self.stdout.write(json.dumps(result.as_dict(), indent=2))
+        else:
+            for line in tracing.as_text(result):
+                self.stdout.write(line)
 
     def _read(self, file):
         try:

@@ -376,12 +376,12 @@ class _Tracer:
         if len(possible) == 1:
             self.result.server = possible[0]
             verb = "re-pointed to" if repoint else "sent to"
-            self.say("scheduler", f"{text}: the client would be {verb} {describe(possible[0])}.", possible[0])
+            self.say("scheduler", f"{text}. The client would be {verb} {describe(possible[0])}.", possible[0])
         else:
             self.result.one_of = tuple(possible)
             names = ", ".join(describe(s) for s in possible)
-            verb = "re-pointed to one of" if repoint else "one of"
-            self.say("scheduler", f"{text}: {verb} {names}.")
+            verb = "re-pointed to" if repoint else "sent to"
+            self.say("scheduler", f"{text}. The client would be {verb} one of {names}.")
         return self.result
 
     def _possible(self, chosen: list[RealServer], exclude) -> list[RealServer]:

@@ -103,7 +103,7 @@ def test_an_existing_entry_shows_its_host_and_remaining_time(viewer, running, re
     trace, html = trace_page(viewer, client="10.1.2.3")
     t = trace.service("https")
     assert t.server == B and 295 <= t.entry.ttl <= 300
-    assert "Would reach <strong>uag/b</strong>" in html
+    assert f"Would reach <strong>uag/b</strong> (10.0.0.2:9443), persistence {t.entry.ttl} s left." in html
     assert f"Persistence entry https:10.1.2.3 -&gt; 10.0.0.2 ({t.entry.ttl} s left" in html
 
 
@@ -136,8 +136,11 @@ def test_a_stuck_server_that_is_down_is_re_pointed_and_the_alternatives_named(vi
     t = trace.service("https")
     assert t.server is None and t.one_of == (B, C) and "stuck_unusable" in t.kinds()
     assert "uag/a (10.0.0.1:9443) is down (health check): no traffic, so the client would be re-pointed" in html
-    assert "re-pointed to one of uag/b (10.0.0.2:9443), uag/c (10.0.0.3:9443)" in html
+    assert "The client would be re-pointed to one of uag/b (10.0.0.2:9443), uag/c (10.0.0.3:9443)." in html
     assert "Would reach one of <strong>uag/b</strong>, <strong>uag/c</strong>" in html
+    redis_state.hset(keys.health, "uag/b", "down")  # one alternative left: named, without the old entry's time
+    _, html = trace_page(viewer, client="10.1.2.3")
+    assert "Would reach <strong>uag/c</strong> (10.0.0.3:9443)." in html
 
 
 def test_a_disabled_server_is_skipped(viewer, running, redis_state, keys):

@@ -464,13 +464,15 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
             return
 
     def send(self, data):
-        size = len(data)
-        self.bytes_in += size
-        self.counters.bytes_in += size
         if self.transport is not None:
             self.transport.sendto(data)
         elif len(self.pending) < UDP_PENDING_MAX:
             self.pending.append(data)
+        else:
+            return  # dropped (bounded queue): not counted as bytes that went to the server
+        size = len(data)
+        self.bytes_in += size
+        self.counters.bytes_in += size
 
     def connection_made(self, transport):
         pass  # adopted in _connect: a discarded endpoint must not replace the live one

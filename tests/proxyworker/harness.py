@@ -6,6 +6,7 @@ the way the control plane does: SET `Keys.config` + PUBLISH the version.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -106,6 +107,28 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+@contextlib.contextmanager
+def private_redis(port: int):
+    """A Redis of our own, so the test can stop, restart or pause it."""
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, decode_responses=True)
+
+    def up():
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, 5, message="private redis")
+        yield client
+    finally:
+        client.close()
+        proc.kill()
+        proc.wait()
 
 
 # --- workers -------------------------------------------------------------------

@@ -1,15 +1,12 @@
 """Config life cycle end to end: hitless reloads, the disk copy, Redis outages, graceful stop."""
 import asyncio
-import contextlib
 import json
 import random
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
-import redis
 
 from proxyworker.config import Keys, Snapshot
 from tests.backends import start_backend
@@ -20,6 +17,7 @@ from tests.proxyworker.harness import (
     closed_by_peer,
     connect,
     pool,
+    private_redis,
     read_line,
     recv_exact,
     server,
@@ -154,28 +152,6 @@ def test_it_ignores_an_invalid_snapshot_and_keeps_serving(harness, backends, wor
     assert "invalid config snapshot" in worker.log() and "virtual_services[0].port" in worker.log()
     harness.apply([service("keep", port, "kp")], [pool("kp", server("kp", backends[1]))])
     assert ask(port) == "s2"
-
-
-@contextlib.contextmanager
-def private_redis(port: int):
-    """A Redis of our own, so the test can stop and restart it."""
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, decode_responses=True)
-
-    def up():
-        try:
-            return client.ping()
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_for(up, 5, message="private redis")
-        yield client
-    finally:
-        client.close()
-        proc.kill()
-        proc.wait()
 
 
 def _publish(client, keys, version, services, pools):

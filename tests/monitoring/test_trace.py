@@ -205,7 +205,7 @@ def test_the_vip_filter_traces_one_vip(viewer, running):
 
 def test_without_a_published_configuration_it_says_so(viewer, redis_state):
     trace, html = trace_page(viewer, client="10.1.2.3")
-    assert "No configuration has been published yet" in trace.problem and 'id="trace-problem"' in html
+    assert "No configuration has been published yet" in trace.problem and html.count('id="trace-problem"') == 1
     with pytest.raises(CommandError, match="No configuration has been published yet"):
         call_command("viewlb", "trace", "10.1.2.3", stdout=io.StringIO())
 

@@ -604,3 +604,28 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.object_type} {self.object_repr}"
+
+
+class HorizonSetup(models.Model):
+    """A run of the Horizon setup wizard: the answers, what it created and the checklist it generated.
+
+    A record, not configuration: the objects it created are ordinary draft objects (edited, exported and
+    versioned like any other), named here by name only, so editing or deleting them later is not hindered.
+    """
+
+    prefix = models.CharField("name prefix", max_length=60)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
+    answers = models.JSONField(default=dict)
+    created_objects = models.JSONField(default=list)  # [{"type": "pool", "name": "horizon-https"}, ...]
+    checklist = models.JSONField(default=list)  # [{"title": ..., "items": [{"text": ..., "link": ...}]}]
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Horizon setup {self.prefix} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    def get_absolute_url(self):
+        return reverse("balancer:horizon_setup", args=[self.pk])

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, wizard_views
 
 app_name = "balancer"
 
@@ -45,4 +45,7 @@ urlpatterns = [
     path("versions/<int:number>/rollback/", v.RollbackView.as_view(), name="version_rollback"),
     path("audit/", v.AuditList.as_view(), name="audit"),
     path("export.yaml", v.export_yaml, name="export"),
+    path("horizon/", wizard_views.HorizonSetupList.as_view(), name="horizon_setups"),
+    path("horizon/wizard/", wizard_views.HorizonWizard.as_view(), name="horizon_wizard"),
+    path("horizon/<int:pk>/", wizard_views.HorizonSetupDetail.as_view(), name="horizon_setup"),
 ]

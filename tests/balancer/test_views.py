@@ -4,7 +4,7 @@ from django.urls import URLPattern, reverse
 
 from balancer import services
 from balancer import urls as balancer_urls
-from balancer.models import AuditEntry, ConfigVersion, Pool, RealServer, VirtualService
+from balancer.models import AuditEntry, ConfigVersion, HorizonSetup, Pool, RealServer, VirtualService
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,8 @@ def test_every_console_url_sends_an_anonymous_user_to_login(client, method):
 
 def object_kwargs(horizon, version, certificate):
     ids = {"service": horizon["vip"].pk, "pool": horizon["pool"].pk, "server": horizon["uag1"].pk,
-           "persistence": horizon["policy"].pk, "healthcheck": horizon["check"].pk, "certificate": certificate.pk}
+           "persistence": horizon["policy"].pk, "healthcheck": horizon["check"].pk, "certificate": certificate.pk,
+           "horizon": HorizonSetup.objects.create(prefix="horizon").pk}  # the wizard's checklist page
     objects = {}
     for pattern in balancer_urls.urlpatterns:
         prefix = pattern.name.split("_")[0]

@@ -1,13 +1,15 @@
 /* Horizon sessions: the rows are grouped on the server (one pass over all workers' sessions, cached), so
  * the page does not patch rows itself: when the sessions WebSocket reports connections opened or closed,
  * it reloads this page's table (same URL, same filter and page), at most once per REFRESH_MS, and at
- * least every IDLE_REFRESH_MS for the byte counters. Ages tick here between two reloads. */
+ * least every IDLE_REFRESH_MS for the byte counters, and once after every (re)connect of the socket: what
+ * happened before it joined (e.g. the connections a Kill closed while the page reloaded) sent no event here.
+ * Ages tick here between two reloads. */
 (function () {
   "use strict";
   const L = window.Live;
   const REFRESH_MS = 2000; // never more often: each reload may recompute the whole-table grouping
   const SETTLE_MS = 1200; // after an event, let the workers' session hashes and the 1 s cache catch up
-  const IDLE_REFRESH_MS = 10000;
+  const IDLE_REFRESH_MS = 5000;
   let container = document.getElementById("horizon-table");
   if (!container) return; // the filter has an error: nothing to follow
   let timer = null;
@@ -55,5 +57,5 @@
   window.setInterval(tick, 1000);
   L.connect("/ws/live/sessions/", function (message) {
     if (message.type === "sessions.update" && (message.opened_count || message.closed_count)) schedule(SETTLE_MS);
-  });
+  }, function () { schedule(SETTLE_MS); });
 })();

@@ -39,7 +39,7 @@ class HorizonSession:
 
     def __init__(self, group: str, client_key: str):
         self.group, self.client_key = group, client_key
-        self.clients: set[str] = set()  # client IPs (without port)
+        self.clients: list[str] = []  # distinct client IPs (without port), at most CLIENTS_KEPT
         self.more_clients = False  # more distinct addresses than CLIENTS_KEPT
         self.servers: dict[str, str] = {}  # server id -> server host
         self.channels: dict[tuple[int, str, str], int] = {}  # (port, protocol, VIP) -> connections
@@ -47,7 +47,9 @@ class HorizonSession:
         self.bytes_in = self.bytes_out = 0
         self.opened_at: float | None = None
 
-    def add(self, session: dict) -> None:
+    def add(self, session: dict, shared: dict) -> None:
+        """Count one stored session. `shared` interns the strings and channel tuples that repeat across rows
+        (server ids, hosts, VIPs): 100,000 connections must not mean 100,000 copies of each."""
         self.connections += 1
         self.bytes_in += _int(session.get("bytes_in"))
         self.bytes_out += _int(session.get("bytes_out"))
@@ -55,15 +57,19 @@ class HorizonSession:
         if isinstance(opened, (int, float)) and (self.opened_at is None or opened < self.opened_at):
             self.opened_at = opened
         ip = _host(str(session.get("client", "")))
+        ip = self.client_key if ip == self.client_key else ip  # the usual case: one string, not two
         if ip not in self.clients:
             if len(self.clients) < CLIENTS_KEPT:
-                self.clients.add(ip)
+                self.clients.append(ip)
             else:
                 self.more_clients = True
         server = str(session.get("server", ""))
         if server not in self.servers:
-            self.servers[server] = _host(str(session.get("server_address", "")))
+            server = shared.setdefault(server, server)
+            host = _host(str(session.get("server_address", "")))
+            self.servers[server] = shared.setdefault(host, host)
         channel = (_int(session.get("port")), str(session.get("protocol", "tcp")), str(session.get("vs", "")))
+        channel = shared.setdefault(channel, channel)
         self.channels[channel] = self.channels.get(channel, 0) + 1
 
     @property
@@ -117,6 +123,7 @@ def groups_by_vip(snapshot: Snapshot | None) -> dict[str, str]:
 def fold(raw_sessions, groups: dict[str, str], now: float | None = None) -> Aggregate:
     """Pure: the rows and counts from the sessions' JSON texts (a text that does not decode is skipped)."""
     rows: dict[tuple[str, str], HorizonSession] = {}
+    shared: dict = {}
     by_vs, by_server = Counter(), Counter()
     for raw in raw_sessions:
         try:
@@ -126,12 +133,13 @@ def fold(raw_sessions, groups: dict[str, str], now: float | None = None) -> Aggr
         if not isinstance(session, dict):
             continue
         vs = str(session.get("vs", ""))
-        group = session.get("group") or groups.get(vs) or vs
+        group = str(session.get("group") or groups.get(vs) or vs)
+        group = shared.setdefault(group, group)
         client_key = str(session.get("client_key") or _host(str(session.get("client", ""))))
         row = rows.get((group, client_key))
         if row is None:
             row = rows[(group, client_key)] = HorizonSession(group, client_key)
-        row.add(session)
+        row.add(session, shared)
         by_vs[vs] += 1
         by_server[str(session.get("server", ""))] += 1
     ordered = [rows[pair] for pair in sorted(rows)]

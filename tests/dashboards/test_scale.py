@@ -93,3 +93,13 @@ def test_a_single_client_among_100000_is_found_by_continuing_the_scan(admin, tab
 def test_the_overview_counts_whole_tables(admin, big):
     html = admin.get(reverse("live:live_overview")).content.decode()
     assert f"{N}</strong> live connections" in html and f"{N}</strong> persistence entries" in html
+
+
+def test_the_horizon_sessions_page_groups_100000_connections_and_finds_one_client(admin):
+    """One pass over both workers' hashes (cached), then pages and filters in memory. The fixture's clients
+    repeat on the two workers (the same n on w1 and w2), so every row but RARE's holds two connections."""
+    page = admin.get(reverse("live:live_horizon_sessions")).context["table"]
+    assert page.connections == N and len(page.rows) == 50 and page.pages > 1
+    assert page.rows[0]["connections"] == 2
+    rare = admin.get(reverse("live:live_horizon_sessions"), {"client": RARE}).context["table"]
+    assert [r["client_key"] for r in rare.rows] == [RARE] and rare.rows[0]["connections"] == 1

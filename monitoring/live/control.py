@@ -66,8 +66,9 @@ def kill_session(client: redis.Redis, keys: Keys, group: str, client_key: str, u
     pipe.delete(keys.persist(group, client_key))
     from_host, _ = pipe.execute()
     workers = _publish_kill(client, keys, group, client_key, user)
-    record(user, "kill", f"session {group} {client_key}", group=group, client_key=client_key,
-           server=from_host or "", workers=workers)
+    # "changes" is what the audit page lists: the host the client was stuck to, and that it is stuck nowhere now.
+    record(user, "kill", f"session {group} {client_key}", changes={"server host": [from_host, None]}, group=group,
+           client_key=client_key, server=from_host or "", workers=workers)
     return Outcome(group, client_key, from_host, None, workers)
 
 

@@ -185,7 +185,9 @@ def test_an_operator_kills_a_session(operator, redis_client, keys):
                                     "by": "operator-user"}]
     entry = AuditEntry.objects.get(action="kill")
     assert entry.username == "operator-user" and entry.details["group"] == "uag"
-    assert entry.details["client_key"] == "10.1.0.5" and entry.details["server"] == "10.0.0.1"
+    assert entry.details["client_key"] == "10.1.0.5" and entry.details["changes"] == {"server host": ["10.0.0.1", None]}
+    audit = operator.get(reverse("balancer:audit")).content.decode()
+    assert "session uag 10.1.0.5" in audit and "10.0.0.1 → —" in audit
 
 
 def test_an_operator_moves_a_session_to_the_other_server(operator, redis_client, keys):

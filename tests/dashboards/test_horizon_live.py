@@ -1,6 +1,7 @@
 """One Horizon session end to end: a client's TCP connection and UDP flow through a real proxy worker reach
 the same server (port following), the Horizon-sessions page in a real Chromium shows them as one row with
-both channels, and Kill on that page makes the worker close them all."""
+both channels, Kill on that page makes the worker close them all, and Move sends the client's reconnects on
+both ports to the other server."""
 import socket
 
 import pytest
@@ -16,9 +17,10 @@ pytestmark = pytest.mark.xdist_group("dashboards")
 
 LIVE = 10_000  # ms
 SOURCE = "127.0.0.200"  # the client's own loopback address: its own persistence entry and row
+MOVED = "127.0.0.201"  # the client of the move test
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def blast_udp(stack, django_db_blocker):
     """A Blast-like UDP VIP in the stack's persistence group, served on the same hosts as its TCP servers."""
     import redis
@@ -51,11 +53,11 @@ def blast_udp(stack, django_db_blocker):
             services.publish(admin, "dashboards test")
         for backend in udp.values():
             backend.stop()
-        client.delete(keys.persist("dash-horizon", SOURCE))
+        client.delete(keys.persist("dash-horizon", SOURCE), keys.persist("dash-horizon", MOVED))
         client.close()
 
 
-def blast_udp_sessions(stack) -> list[str]:
+def blast_udp_sessions(stack, source=SOURCE) -> list[str]:
     """The worker's stored sessions of this client (raw JSON)."""
     import redis
 
@@ -63,7 +65,7 @@ def blast_udp_sessions(stack) -> list[str]:
 
     with redis.Redis.from_url(REDIS_URL, decode_responses=True) as client:
         stored = client.hvals(Keys(PREFIX).sessions(stack.worker_id))
-    return [raw for raw in stored if f'"client_key":"{SOURCE}"' in raw]
+    return [raw for raw in stored if f'"client_key":"{source}"' in raw]
 
 
 def test_a_sessions_tcp_and_udp_channels_show_as_one_row_and_kill_closes_them(stack, login, blast_udp):
@@ -105,3 +107,33 @@ def test_a_sessions_tcp_and_udp_channels_show_as_one_row_and_kill_closes_them(st
     wait_for(lambda: not blast_udp_sessions(stack), timeout=5, message="the worker to drop the client's sessions")
     tcp.close()
     flow.close()
+
+
+def udp_ask(port: int, source: str) -> str:
+    """Which server answers a new UDP flow from `source` (a fresh client port: a new flow)?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flow:
+        flow.bind((source, 0))
+        flow.settimeout(3)
+        flow.sendto(b"hello", ("127.0.0.1", port))
+        return flow.recvfrom(2048)[0].decode().partition("|")[0]
+
+
+def test_move_sends_the_clients_reconnects_on_every_port_to_the_other_server(stack, login, blast_udp):
+    tcp, before = stack.connect(source=MOVED)
+    assert udp_ask(blast_udp, MOVED) == before
+    other = next(name for name in stack.backends if name != before)
+    page = login()
+    page.goto(stack.url + "/live/horizon/?client=" + MOVED)
+    row = page.locator(f'#horizon tr[data-client-key="{MOVED}"]')
+    expect(row.locator('[data-field="server"]')).to_contain_text(f"dash-uag/{before}", timeout=LIVE)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Move to another server").click()
+    expect(page.locator(".message-success")).to_contain_text(
+        f"Moved {MOVED} (group dash-horizon) from {stack.backends[before].host} to {stack.backends[other].host}")
+    assert closed_by_peer(tcp, timeout=5), "the worker did not close the TCP connection"
+    tcp.close()
+    again, after = stack.connect(source=MOVED)
+    assert after == other and udp_ask(blast_udp, MOVED) == other  # both ports follow the moved entry
+    expect(row.locator('[data-field="server"]')).to_contain_text(f"dash-uag/{other}", timeout=LIVE)
+    again.close()

@@ -58,6 +58,8 @@ def test_25_connections_from_one_address_warn_with_the_three_prefilled_wizard_li
         assert parts.path == "/horizon/wizard/"
         assert parse_qs(parts.query) == {"reach": ["nat"], "method": [method], "vip": ["127.0.0.1"],
                                          "servers": ["10.0.0.1,10.0.0.2"]}
+        wizard = admin.get(url)  # the wizard takes the prefill (an admin may open it)
+        assert wizard.status_code == 200 and "10.0.0.2" in wizard.content.decode()
 
 
 def test_25_clients_from_25_addresses_do_not_warn(admin, redis_client, keys):

@@ -57,6 +57,8 @@ class AuditAction(models.TextChoices):
     ENABLE = "enable", "Enable"
     DRAIN = "drain", "Drain"
     DISABLE = "disable", "Disable"
+    KILL = "kill", "Kill session"
+    MOVE = "move", "Move session"
     LOGIN = "login", "Log in"
     LOGOUT = "logout", "Log out"
     LOGIN_FAILED = "login_failed", "Failed log in"

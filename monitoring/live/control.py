@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from balancer.audit import record
+from balancer.choices import AuditAction
 from proxyworker.config import Keys, RealServer, Snapshot
 from proxyworker.messages import ControlMessage
 from proxyworker.state import ServerStates
@@ -61,13 +62,14 @@ def states_from_redis(client: redis.Redis, keys: Keys) -> ServerStates:
 def kill_session(client: redis.Redis, keys: Keys, group: str, client_key: str, user) -> Outcome:
     """Delete the persistence entry (group, client key), then tell the workers to close the session."""
     _check(group, client_key)
+    # One MULTI: no worker can refresh the entry between the DELETE and the message.
     pipe = client.pipeline(transaction=True)
     pipe.get(keys.persist(group, client_key))
     pipe.delete(keys.persist(group, client_key))
-    from_host, _ = pipe.execute()
-    workers = _publish_kill(client, keys, group, client_key, user)
+    pipe.publish(keys.control, _kill_message(group, client_key, user))
+    from_host, _, workers = pipe.execute()
     # "changes" is what the audit page lists: the host the client was stuck to, and that it is stuck nowhere now.
-    record(user, "kill", f"session {group} {client_key}", changes={"server host": [from_host, None]}, group=group,
+    record(user, AuditAction.KILL, f"session {group} {client_key}", changes={"server host": [from_host, None]}, group=group,
            client_key=client_key, server=from_host or "", workers=workers)
     return Outcome(group, client_key, from_host, None, workers)
 
@@ -90,10 +92,12 @@ def move_session(client: redis.Redis, keys: Keys, snapshot: Snapshot | None, sta
     if target is None:
         raise ControlError(_no_target_reason(snapshot, states, [vs.pool for vs in services], from_hosts))
     timeout = max(vs.persistence.timeout for vs in persistent)
-    client.set(keys.persist(group, client_key), target, ex=timeout)
-    workers = _publish_kill(client, keys, group, client_key, user)
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.persist(group, client_key), target, ex=timeout)
+    pipe.publish(keys.control, _kill_message(group, client_key, user))
+    _, workers = pipe.execute()
     from_host = current or ", ".join(sorted(from_hosts)) or None
-    record(user, "move", f"session {group} {client_key}", changes={"server host": [from_host, target]},
+    record(user, AuditAction.MOVE, f"session {group} {client_key}", changes={"server host": [from_host, target]},
            group=group, client_key=client_key, workers=workers)
     return Outcome(group, client_key, from_host, target, workers)
 
@@ -141,10 +145,10 @@ def _live_hosts(client: redis.Redis, keys: Keys, group: str, client_key: str) ->
     return set(row.hosts) if row else set()
 
 
-def _publish_kill(client: redis.Redis, keys: Keys, group: str, client_key: str, user) -> int:
+def _kill_message(group: str, client_key: str, user) -> str:
     message: ControlMessage = {"type": "session.kill", "group": group, "client_key": client_key,
                                "by": user.get_username() if user is not None else ""}
-    return client.publish(keys.control, json.dumps(message, separators=(",", ":")))
+    return json.dumps(message, separators=(",", ":"))
 
 
 def _check(group: str, client_key: str) -> None:

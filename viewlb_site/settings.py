@@ -185,6 +185,10 @@ LOGGING = {
     },
 }
 
+# The overview warns of many users behind one address (NAT) on a source-IP virtual service
+# when one client key holds this many live connections on it (monitoring/live/nat.py).
+VIEWLB_NAT_CONNECTIONS = int(env("VIEWLB_NAT_CONNECTIONS", "20"))
+
 # Health checks: one beat entry fans out the checks that are due (monitoring/schedule.py).
 VIEWLB_HEALTH_TICK = float(env("VIEWLB_HEALTH_TICK", "0.5"))
 # Checks are network-bound asyncio work: a threads pool, wide enough that chunks waiting on

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from proxyworker.config import Snapshot
 
 from .horizon import Aggregate
 
-DEFAULT_THRESHOLD = 20
-WIZARD_PATH = "/horizon/wizard/"  # the wizard's path (contract of issue 7) while its URL is not installed
 METHODS = (
     ("port_group", "Method 2: a port group per UAG"),
     ("n_plus_one", "Method 3: N+1 VIPs (one per server)"),
@@ -37,7 +35,7 @@ METHODS = (
 
 
 def threshold() -> int:
-    return int(getattr(settings, "VIEWLB_NAT_CONNECTIONS", DEFAULT_THRESHOLD))
+    return settings.VIEWLB_NAT_CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -55,10 +53,7 @@ class NatWarning:
 
 
 def wizard_url(method: str, vip: str, servers: list[str]) -> str:
-    try:
-        path = reverse("balancer:horizon_wizard")
-    except NoReverseMatch:
-        path = WIZARD_PATH
+    path = reverse("balancer:horizon_wizard")
     query = urlencode({"reach": "nat", "method": method, "vip": vip, "servers": ",".join(servers)})
     return f"{path}?{query}"
 

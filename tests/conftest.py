@@ -83,3 +83,32 @@ def database_url_for_subprocesses():
         return f"sqlite:///{db['NAME']}"
     auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def restore_migrated_data(django_db_setup, django_db_blocker):
+    """After a module of transactional tests, put the database back as the migrations left it.
+
+    A transactional test ends with a flush that also empties what data migrations created
+    (the console's role groups), and without `serialized_rollback` the flush re-creates
+    content types under new ids. Later tests in the same process expect the migrated rows
+    with their original ids, so: flush without post-migrate, then load Django's serialized
+    copy of the migrated database (see tests/monitoring/helpers.py).
+    """
+    yield
+    from django.contrib.auth.models import Group
+    from django.core.management import call_command
+    from django.db import connections
+
+    from balancer.roles import ROLES
+
+    with django_db_blocker.unblock():
+        for connection in connections.all(initialized_only=True):
+            contents = getattr(connection, "_test_serialized_contents", None)
+            if contents:
+                call_command("flush", database=connection.alias, interactive=False, inhibit_post_migrate=True,
+                             verbosity=0)
+                connection.creation.deserialize_db_from_string(contents)
+            else:  # no serialized copy in this run: the role names are what the tests need
+                for name in ROLES:
+                    Group.objects.using(connection.alias).get_or_create(name=name)

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("
 
 def put_back_roles():
     """A transactional test ends with a flush, which also empties the role groups of migration 0002 (the only
-    data migration): put them back, for these tests and for the tests that run after them in this process."""
+    data migration): put them back for the next test of this module."""
     from django.contrib.auth.models import Group
 
     from balancer.roles import ROLES
@@ -31,10 +31,8 @@ def put_back_roles():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _roles_after_the_module(django_db_setup, django_db_blocker):
-    yield
-    with django_db_blocker.unblock():
-        put_back_roles()
+def _roles_after_the_module(restore_migrated_data):
+    """Later modules in this process find the migrated rows with their ids again (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,6 @@ E2E_PREFIX = PREFIX + "e2e"
 
 
 @pytest.fixture(scope="module")
-def restore_migrated_data(django_db_setup, django_db_blocker):
-    from tests.monitoring.conftest import restore_migrated_data as restore
-
-    yield from restore.__wrapped__(django_db_setup, django_db_blocker)
-
-
-@pytest.fixture(scope="module")
 def keys():
     """This module's own Redis prefix, for the console (settings), Celery and the proxy worker alike."""
     old = settings.VIEWLB_REDIS_PREFIX

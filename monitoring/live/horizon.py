@@ -91,6 +91,8 @@ class HorizonSession:
         return {
             "group": self.group, "client_key": self.client_key, "clients": sorted(self.clients),
             "more_clients": self.more_clients, "hosts": self.hosts, "servers": sorted(self.servers),
+            # Each port has its own pool, so one host is many server ids ("uag-rdp/uag1", ...): show its names.
+            "server_names": sorted({server.rpartition("/")[2] for server in self.servers}),
             "channels": channels, "connections": self.connections,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "opened_at": self.opened_at,
             "bytes_in_text": present.size(self.bytes_in), "bytes_out_text": present.size(self.bytes_out),

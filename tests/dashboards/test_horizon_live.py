@@ -95,7 +95,7 @@ def test_a_sessions_tcp_and_udp_channels_show_as_one_row_and_kill_closes_them(st
     expect(channels).to_contain_text(f"{stack.vip_port}/tcp")
     expect(channels).to_contain_text(f"{blast_udp}/udp")
     expect(channels).to_contain_text("dash-blast-udp")
-    expect(row.locator('[data-field="server"]')).to_contain_text(f"dash-uag/{server_name}")
+    expect(row.locator('[data-field="server"]')).to_contain_text(server_name)
     expect(row.locator('[data-field="server"]')).to_contain_text(stack.backends[server_name].host)
 
     page.once("dialog", lambda dialog: dialog.accept())
@@ -125,7 +125,7 @@ def test_move_sends_the_clients_reconnects_on_every_port_to_the_other_server(sta
     page = login()
     page.goto(stack.url + "/live/horizon/?client=" + MOVED)
     row = page.locator(f'#horizon tr[data-client-key="{MOVED}"]')
-    expect(row.locator('[data-field="server"]')).to_contain_text(f"dash-uag/{before}", timeout=LIVE)
+    expect(row.locator('[data-field="server"]')).to_contain_text(before, timeout=LIVE)
 
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Move to another server").click()
@@ -135,5 +135,5 @@ def test_move_sends_the_clients_reconnects_on_every_port_to_the_other_server(sta
     tcp.close()
     again, after = stack.connect(source=MOVED)
     assert after == other and udp_ask(blast_udp, MOVED) == other  # both ports follow the moved entry
-    expect(row.locator('[data-field="server"]')).to_contain_text(f"dash-uag/{other}", timeout=LIVE)
+    expect(row.locator('[data-field="server"]')).to_contain_text(other, timeout=LIVE)
     again.close()

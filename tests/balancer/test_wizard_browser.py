@@ -2,7 +2,6 @@
 cookie) an administrator fills in the questions, looks at the plan, creates it and lands on the checklist; the
 configuration it made has the VIPs, ports, persistence group, check and timeouts of HORIZON.md, compiles and
 exports. Also: the prefill from the overview's NAT warning, a bad server line, and the login on the way in."""
-import os
 
 import pytest
 import yaml
@@ -12,9 +11,8 @@ from playwright.sync_api import expect
 from balancer import services
 from balancer.models import HorizonSetup, VirtualService
 from tests.balancer.conftest import PASSWORD, make_user
+from tests.browser import chromium
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # The live server answers from its own threads, so the data must be committed: transactional tests.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("wizard-browser")]
 
@@ -37,22 +35,8 @@ def _roles_after_the_module(restore_migrated_data):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls of these tests are plain
-    # synchronous code (the same allowance as tests/dashboards/conftest.py).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with chromium() as started:
+        yield started
 
 
 @pytest.fixture

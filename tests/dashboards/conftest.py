@@ -1,16 +1,13 @@
 """One appliance for the whole package (daphne, a proxy worker, Celery with beat, two backends) and one
 Chromium; both end when the package's last test has run, so other packages on this test process find
 their Redis prefix, Celery queue and database as they expect."""
-import os
 
 import pytest
 
+from tests.browser import chromium
 from tests.conftest import PREFIX, REDIS_URL
 
 from .stack import PASSWORD, Stack, remove_config, start_daphne, start_worker, wait_for
-
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="package")
@@ -72,24 +69,8 @@ def login_cookie(user) -> str:
 
 @pytest.fixture(scope="package")
 def browser(stack):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running in this thread for as long as the
-    # browser lives, and Django then refuses every ORM call made by tests sharing this
-    # process (SynchronousOnlyOperation). Those calls are plain synchronous test code, so
-    # allowing them is safe (the approach pytest-playwright documents for Django).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with chromium() as started:
+        yield started
 
 
 @pytest.fixture

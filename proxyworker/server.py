@@ -9,7 +9,7 @@ The protocols talk to a *hub* (the worker) for decisions and bookkeeping:
 `hub.loop`, `hub.dispatcher`, `hub.live` (set of sessions), `hub.next_number()`,
 `hub.session_started(s)`, `hub.session_moved(s, previous_server)` (a UDP flow redispatched),
 `hub.session_ended(s)`, `hub.connect_failed(s, server, exc)`,
-`hub.refused(service, reason)`.
+`hub.refused(service, reason)`, `hub.udp_dropped()`.
 
 A listener is chosen by (mode, protocol) through `listener_class`; the layer-7
 code registers its own with `register_listener("l7", "tcp", cls)`.
@@ -33,6 +33,10 @@ BACKLOG = 4096
 HIGH_WATER = 128 * 1024
 LOW_WATER = 32 * 1024
 UDP_PENDING_MAX = 64  # datagrams queued per flow while its server is chosen; more are dropped
+# Once a flow has its server, the queue that can grow is the event loop's, when the kernel's send
+# buffer is full: the transport then pauses its protocol (past the same HIGH_WATER mark), and the
+# flow drops datagrams in that direction until it resumes. Dropping is UDP's own back-pressure
+# (Blast and PCoIP adapt their rate to loss); buffering would only add latency and memory.
 
 
 def listening_socket(address: str, port: int, kind: int) -> socket.socket:
@@ -372,11 +376,19 @@ class UdpListener(asyncio.DatagramProtocol):
         self.hub, self.service = hub, service
         self.key = service.vs.listen_key
         self.transport = None
+        self.paused = False  # the socket towards the clients is full: flows drop server -> client
         self.flows: dict[tuple, UdpFlow] = {}
 
     async def open(self):
         sock = listening_socket(self.key[0], self.service.vs.port, self.kind)
         self.transport, _ = await self.hub.loop.create_datagram_endpoint(lambda: self, sock=sock)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
 
     def update(self, service: Service):
         self.service = service
@@ -407,12 +419,13 @@ class UdpListener(asyncio.DatagramProtocol):
 
 
 class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
-    __slots__ = ("listener", "transport", "pending", "task", "tried")
+    __slots__ = ("listener", "transport", "pending", "task", "tried", "paused")
     protocol = "udp"
 
     def __init__(self, listener: UdpListener, service: Service, addr):
         self.listener = listener
         self.transport = None
+        self.paused = False  # the socket towards the server is full: client -> server is dropped
         self.pending = []
         self.tried: set[str] = set()
         hub = listener.hub
@@ -452,7 +465,9 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
                 transport.close()
                 return
             previous = self.server
+            transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
             self.transport, self.server, self.client_key = transport, server, choice.client_key
+            self.paused = False
             if not self.started:
                 self.started = True
                 hub.session_started(self)
@@ -465,10 +480,14 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
 
     def send(self, data):
         if self.transport is not None:
+            if self.paused:
+                self.hub.udp_dropped()
+                return
             self.transport.sendto(data)
         elif len(self.pending) < UDP_PENDING_MAX:
             self.pending.append(data)
         else:
+            self.hub.udp_dropped()
             return  # dropped (bounded queue): not counted as bytes that went to the server
         size = len(data)
         self.bytes_in += size
@@ -478,12 +497,20 @@ class UdpFlow(SessionInfo, asyncio.DatagramProtocol):
         pass  # adopted in _connect: a discarded endpoint must not replace the live one
 
     def datagram_received(self, data, addr):
+        listener = self.listener
+        if listener.transport is None or listener.paused:
+            self.hub.udp_dropped()
+            return
         size = len(data)
         self.bytes_out += size
         self.counters.bytes_out += size
-        listener = self.listener.transport
-        if listener is not None:
-            listener.sendto(data, self.peer)
+        listener.transport.sendto(data, self.peer)
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
 
     def error_received(self, exc):
         # ICMP port unreachable from the server: try another one for this flow (redispatch).

@@ -71,7 +71,8 @@ class Worker:
         self.server_counters: dict[str, ServerCounters] = {}
         self.active: dict[str, int] = {}  # server id -> active sessions (least_connections)
         self.live: set = set()
-        self.totals = dict(connections=0, refused=0, redispatches=0, config_applied=0, config_rejected=0)
+        self.totals = dict(connections=0, refused=0, redispatches=0, config_applied=0, config_rejected=0,
+                           udp_dropped=0)
         self.states = ServerStates()
         self.table = PersistenceTable()
         self.shared = SharedPersistence(self.keys, self.table, self._clock)
@@ -309,6 +310,10 @@ class Worker:
         log.warning("server %s (%s:%d) failed for %s on %s: %s; redispatching",
                     server.id, server.address, server.port, session.peer[0], session.service.name,
                     type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
+
+    def udp_dropped(self) -> None:
+        """A datagram dropped by a full queue (UDP's back-pressure); counted, never logged one by one."""
+        self.totals["udp_dropped"] += 1
 
     def refused(self, service: Service, reason: str) -> None:
         service.counters.refused += 1

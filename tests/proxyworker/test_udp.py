@@ -15,7 +15,7 @@ import pytest
 from proxyworker.config import Keys, Snapshot
 from proxyworker.server import UDP_PENDING_MAX
 from tests.backends import start_backend
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, free_port
 from tests.proxyworker.harness import pool, private_redis, server, service, source_ip, wait_for
 from tests.proxyworker.horizon import GROUP, Farm, sessions
 
@@ -182,6 +182,67 @@ def test_a_flow_queues_at_most_udp_pending_max_datagrams_while_its_server_is_cho
                 return None
 
             wait_for(counted, 5, message="the flow's bytes_in without the dropped datagrams")
+            wait_for(lambda: json.loads(client.get(keys.worker(worker.id)))["counters"]["udp_dropped"] == burst
+                     - UDP_PENDING_MAX, 5, message="the drops counted in the heartbeat")
         assert worker.stop() == 0
     assert "redis unreachable" in worker.log()  # the claim timed out: decided locally
     worker.assert_clean_log()
+
+
+def test_a_full_socket_pauses_the_flow_and_datagrams_are_dropped_not_queued(harness, echo, tmp_path):
+    """Past the high-water mark of its queue towards the server (or towards the clients) the event loop
+    pauses the flow (`pause_writing`), which then drops datagrams in that direction until `resume_writing`.
+    Loopback never fills a socket's send buffer, so this drives an in-process worker (real sockets, real
+    Redis) and makes the transport's calls itself."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from proxyworker.reporting import Reporter
+    from proxyworker.worker import Settings, Worker
+
+    port = free_port(kind=socket.SOCK_DGRAM)
+    snapshot = Snapshot(version=1, virtual_services=(service("paused", port, "pp", protocol="udp"),),
+                        pools=(pool("pp", server("pp", echo)),))
+
+    async def scenario():
+        worker = Worker(Settings(worker_id="udp-pause", prefix=harness.prefix, state_dir=tmp_path))
+        worker.loop = loop = asyncio.get_running_loop()
+        worker.redis = aioredis.from_url(REDIS_URL, decode_responses=True)
+        worker.shared.attach(worker.redis)
+        worker.reporter = Reporter(worker)
+        await worker.apply(snapshot, "test")
+        listener = next(iter(worker.listeners.values()))
+        client = udp_client()
+        client.setblocking(False)
+        vip = ("127.0.0.1", port)
+
+        async def ask(payload) -> bytes | None:
+            client.sendto(payload, vip)
+            try:
+                async with asyncio.timeout(0.5):
+                    return await loop.sock_recv(client, 100)
+            except TimeoutError:
+                return None
+
+        assert await ask(b"one") == b"echo|one"
+        flow = listener.flows[client.getsockname()]
+        flow.pause_writing()  # the socket towards the server is full
+        assert await ask(b"two") is None
+        flow.resume_writing()
+        assert await ask(b"three") == b"echo|three"
+        listener.pause_writing()  # the socket towards the clients is full
+        assert await ask(b"four") is None
+        listener.resume_writing()
+        assert await ask(b"five") == b"echo|five"
+        dropped, bytes_in, bytes_out = worker.totals["udp_dropped"], flow.bytes_in, flow.bytes_out
+        client.close()
+        listener.close()
+        await worker.reporter.close()
+        await worker.redis.aclose()
+        return dropped, bytes_in, bytes_out
+
+    dropped, bytes_in, bytes_out = asyncio.run(scenario())
+    assert dropped == 2
+    assert bytes_in == len(b"one" b"three" b"four" b"five")  # "two" never went to the server
+    assert bytes_out == len(b"echo|one" b"echo|three" b"echo|five")  # "echo|four" never went to the client

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/l4.py [--quick] [--tests keepalive,connect,bulk,latency,idle,apply]
                                  [--rounds N] [--duration S] [--idle N] [--plain] [--compare CHECKOUT]
+                                 [--load-policy batch|normal]
 
 Starts, on 127.0.0.0/8 only:
 - backends (`l4_backend.py`, one uvloop process, two server hosts 127.77.0.1/.2,
@@ -12,7 +13,10 @@ Starts, on 127.0.0.0/8 only:
   `stick-table type ip size 1m expire 90m` + `stick on src` (installed with
   apt if missing);
 - with `--plain`, the plain 40-line uvloop proxy (`plain_proxy.py`) as a yardstick;
-- two load processes (`l4_load.py`).
+- two load processes (`l4_load.py`); they and the backends stand in for
+  clients and servers on other machines, so by default they run SCHED_BATCH
+  and never preempt the proxy under test when woken (`--load-policy normal`
+  to compete at normal priority; bench/README.md has both).
 Each test runs the same load against one target at a time, the targets
 interleaved and rotated round after round (the machine is shared); a figure
 is the median round, a ratio the median of the rounds' viewlb/HAProxy pairs.
@@ -143,13 +147,18 @@ class Stack:
         self.pins: dict[int, set[int]] = {}
         self.prefixes: list[str] = []
 
-    def spawn(self, command, log_name: str, pipe=False, cpus=None, cwd=ROOT, **kwargs) -> subprocess.Popen:
+    def spawn(self, command, log_name: str, pipe=False, cpus=None, cwd=ROOT, load=False, **kwargs) -> subprocess.Popen:
+        """Start a process. `load`: it stands in for clients or servers, which in a farm run on other
+        machines: with --load-policy batch (the default) it runs SCHED_BATCH, so that waking it never
+        preempts the proxy under test (on two shared cores it would, at every request)."""
         log = open(self.workdir / f"{log_name}.log", "wb")
         proc = subprocess.Popen(command, cwd=cwd, stderr=log, stdout=subprocess.PIPE if pipe else log,
                                 stdin=subprocess.PIPE if pipe else subprocess.DEVNULL, **kwargs)
         self.procs.append(proc)
         if cpus is not None and self.args.pin:
             os.sched_setaffinity(proc.pid, cpus)
+        if load and self.args.load_policy == "batch":
+            os.sched_setscheduler(proc.pid, os.SCHED_BATCH, os.sched_param(0))
         return proc
 
     def close(self) -> None:
@@ -178,7 +187,7 @@ class Target:
 
 
 def start_backends(stack: Stack) -> dict[str, list[int]]:
-    proc = stack.spawn([PY, str(BENCH / "l4_backend.py"), *SERVER_HOSTS], "backend", pipe=True, cpus={0})
+    proc = stack.spawn([PY, str(BENCH / "l4_backend.py"), *SERVER_HOSTS], "backend", pipe=True, cpus={0}, load=True)
     line = proc.stdout.readline()
     if not line:
         raise SystemExit("the backend did not start: see its log")
@@ -278,7 +287,7 @@ class Loaders:
     """The load processes; a command goes to all of them and every answer is collected."""
 
     def __init__(self, stack: Stack):
-        self.procs = [stack.spawn([PY, str(BENCH / "l4_load.py")], f"load{i}", pipe=True, cpus={0})
+        self.procs = [stack.spawn([PY, str(BENCH / "l4_load.py")], f"load{i}", pipe=True, cpus={0}, load=True)
                       for i in range(LOADERS)]
         for proc in self.procs:
             if not proc.stdout.readline():
@@ -513,6 +522,9 @@ def parse_args(argv=None):
                         help=f"comma-separated subset of {','.join(ALL_TESTS)} (default: all)")
     parser.add_argument("--compare", type=Path, metavar="CHECKOUT", action="append", default=[],
                         help="also run the proxyworker package of another checkout (target 'candidateN'; repeatable)")
+    parser.add_argument("--load-policy", choices=("batch", "normal"), default="batch",
+                        help="scheduling of the load and backend processes: batch (default; they never preempt "
+                             "the proxy when woken, as clients and servers on other machines would not) or normal")
     parser.add_argument("--pin", action="store_true",
                         help="pin the proxies to CPU 1 and the load and backends to CPU 0")
     args = parser.parse_args(argv)
@@ -547,7 +559,8 @@ def main(argv=None) -> int:
             proc, ports, _ = start_viewlb(stack, backends, f"bench-l4-{name}", cpus={1}, cwd=checkout)
             targets.append(Target(name, ports, proc.pid))
         loaders = Loaders(stack)
-        print(f"l4 benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        print(f"l4 benchmark: {os.cpu_count()} CPUs, load and backends {args.load_policy.upper()}, "
+              f"load average {os.getloadavg()[0]:.1f}, "
               f"{args.rounds} round(s) of {args.duration} s, logs in {workdir}", flush=True)
         results = run_throughput(loaders, targets, args)
         idle = run_idle(loaders, targets, args.idle) if "idle" in args.tests else {}

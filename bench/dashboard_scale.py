@@ -27,7 +27,7 @@ django.setup()
 import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from monitoring.live import overview, sources, tables  # noqa: E402
+from monitoring.live import horizon, overview, sources, tables  # noqa: E402
 from proxyworker.config import Keys  # noqa: E402
 from tests.dashboards import livedata  # noqa: E402
 
@@ -104,6 +104,13 @@ def main(argv=None):
         again, _ = best_of(lambda: overview.build(client, keys))
         print(f"{'overview':<13} {'first (counts whole tables)':<36} {first * 1000:>13.0f} ms")
         print(f"{'overview':<13} {'again (counts cached)':<36} {again * 1000:>13.0f} ms")
+        grouping, agg = best_of(lambda: horizon.scan(client, keys))
+        print(f"{'horizon':<13} {'grouping pass (whole table, uncached)':<36} {grouping * 1000:>13.0f} ms "
+              f"{'':>9} {len(agg.rows):>5} sessions")
+        for name, flt in (("page 1 of the grouped rows", horizon.HorizonFilter()),
+                          ("one client among all", horizon.HorizonFilter(client=RARE))):
+            took, result = best_of(lambda flt=flt: horizon.page(agg, flt))
+            print(f"{'horizon':<13} {name:<36} {took * 1000:>13.0f} ms {1:>9} {len(result.rows):>5}")
     finally:
         livedata.remove(client, keys)
 

@@ -28,8 +28,10 @@ def _isolated_redis_prefix():
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = Keys(PREFIX).channels_prefix
     yield
     r = redis.Redis.from_url(REDIS_URL)
-    for key in r.scan_iter(match=PREFIX + "*", count=1000):
-        r.delete(key)
+    # Celery's broker (kombu) also keeps a binding set per queue, named after the queue.
+    for pattern in (PREFIX + "*", "_kombu.binding." + PREFIX + "*"):
+        for key in r.scan_iter(match=pattern, count=1000):
+            r.delete(key)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,15 @@
 Chromium; both end when the package's last test has run, so other packages on this test process find
 their Redis prefix, Celery queue and database as they expect."""
 
+import uuid
+
 import pytest
 
+from proxyworker.config import Keys
 from tests.browser import chromium
 from tests.conftest import PREFIX, REDIS_URL
 
+from . import livedata
 from .stack import PASSWORD, Stack, remove_config, start_daphne, start_worker, wait_for
 
 
@@ -16,7 +20,6 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     from django.contrib.auth import get_user_model
 
     from balancer.models import AuditEntry
-    from proxyworker.config import Keys
     from tests.monitoring.celeryproc import CeleryWorker
 
     from .stack import build_config
@@ -98,3 +101,19 @@ def login(stack, browser):
 def session_cookie(stack):
     """The Cookie header of a logged-in admin session, for WebSocket clients that are not a browser."""
     return stack.cookie
+
+
+@pytest.fixture
+def keys(settings, redis_client):
+    """A Redis prefix of this test's own, for the console (settings) and for the data the test writes
+    (the page tests that do not need the package's running stack)."""
+    keys = Keys(f"{PREFIX}pg{uuid.uuid4().hex[:6]}")
+    settings.VIEWLB_REDIS_PREFIX = keys.prefix
+    yield keys
+    livedata.remove(redis_client, keys)
+
+
+@pytest.fixture
+def admin(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", password=None))
+    return client

@@ -4,7 +4,6 @@
 import json
 import re
 import time
-import uuid
 
 import pytest
 from django.contrib.auth.models import Group
@@ -12,22 +11,12 @@ from django.urls import reverse
 
 from balancer.models import AuditEntry
 from monitoring.live import control, horizon
-from proxyworker.config import Keys
-from tests.conftest import PREFIX
 
 from . import livedata
 
 pytestmark = pytest.mark.django_db
 
 PAGE = "live:live_horizon_sessions"
-
-
-@pytest.fixture
-def keys(settings, redis_client):
-    keys = Keys(f"{PREFIX}hz{uuid.uuid4().hex[:6]}")
-    settings.VIEWLB_REDIS_PREFIX = keys.prefix
-    yield keys
-    livedata.remove(redis_client, keys)
 
 
 def user_client(client, django_user_model, role: str):

@@ -2,33 +2,16 @@
 with the three ways out (port group per UAG, N+1 VIPs, layer-7 cookie) linked to the prefilled wizard."""
 import html as htmllib
 import re
-import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.urls import reverse
 
 from monitoring.live import horizon, nat, overview, sources
-from proxyworker.config import Keys
-from tests.conftest import PREFIX
 
 from . import livedata
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def keys(settings, redis_client):
-    keys = Keys(f"{PREFIX}nat{uuid.uuid4().hex[:6]}")
-    settings.VIEWLB_REDIS_PREFIX = keys.prefix
-    yield keys
-    livedata.remove(redis_client, keys)
-
-
-@pytest.fixture
-def admin(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password=None))
-    return client
 
 
 def connections(count, vs="web-443", one_address=True):

@@ -1,36 +1,18 @@
 """The dashboard pages as rendered by the server (what a browser without JavaScript gets), over worker
 state written into Redis in the workers' own formats."""
 import re
-import uuid
 
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from balancer.models import Pool, RealServer
-from proxyworker.config import Keys
-from tests.conftest import PREFIX
 
 from . import livedata
 
 pytestmark = pytest.mark.django_db
 
 PAGES = ["live:live_overview", "live:live_sessions", "live:live_drain_list", "live:live_health"]
-
-
-@pytest.fixture
-def keys(settings, redis_client):
-    """A Redis prefix of this test's own, for the console (settings) and for the data the test writes."""
-    keys = Keys(f"{PREFIX}pg{uuid.uuid4().hex[:6]}")
-    settings.VIEWLB_REDIS_PREFIX = keys.prefix
-    yield keys
-    livedata.remove(redis_client, keys)
-
-
-@pytest.fixture
-def admin(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password=None))
-    return client
 
 
 def rows(html, table_id):
